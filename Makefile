@@ -1,0 +1,66 @@
+# Sesame developer entry points. Every target that needs Python creates .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := .sesame
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv lint test demo cluster cluster-down cluster-status binaries bench bench-quick kind-up kind-e2e clean
+
+help:
+	@echo "make demo          run Sesame end to end on the local control plane (or \$$KUBECONFIG)"
+	@echo "make test          lint + the whole test suite against a real control plane"
+	@echo "make cluster       start the local control plane in the background (.sesame/kubeconfig)"
+	@echo "make cluster-down  stop it and remove its state"
+	@echo "make bench         benchmarks (ratios against a floor measured in the same run)"
+	@echo "make kind-up / kind-e2e   the same integration tests on a kind cluster (needs Docker)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+binaries:
+	bash tools/build-controlplane.sh
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests tools bench
+	$(VENV)/bin/ruff format --check operator tests tools bench
+	$(VENV)/bin/mypy
+
+test: venv binaries lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+cluster: venv
+	$(PY) tools/localcluster.py up --state $(STATE)
+
+cluster-down: venv
+	$(PY) tools/localcluster.py down --state $(STATE)
+
+cluster-status: venv
+	$(PY) tools/localcluster.py status --state $(STATE)
+
+demo: venv binaries
+	$(PY) tools/demo.py
+
+bench: venv binaries
+	$(PY) -m bench.run
+
+bench-quick: venv binaries
+	$(PY) -m bench.run --quick
+
+# A kind cluster for people with Docker; CI here uses the local control plane.
+KIND ?= kind
+KIND_CLUSTER ?= sesame
+kind-up:
+	$(KIND) create cluster --name $(KIND_CLUSTER) --kubeconfig $(STATE)/kind-kubeconfig
+
+kind-e2e: venv kind-up
+	SESAME_KUBECONFIG=$(STATE)/kind-kubeconfig $(VENV)/bin/pytest -q tests/integration
+
+clean:
+	rm -rf $(VENV) $(STATE) .mypy_cache .ruff_cache .pytest_cache

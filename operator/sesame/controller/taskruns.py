@@ -1,0 +1,307 @@
+"""Kopf handlers for TaskRuns: one pod per TaskRun with exactly the secrets it asked for.
+
+Level-triggered: every TaskRun watch-event, every Secret change a waiting TaskRun depends on, and
+every change of an owned pod leads to the same idempotent reconcile. No Kopf progress annotations,
+no finalizers: the only writes are the pod, the TaskRun status and events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sesame import metrics, naming
+from sesame.controller import status as st
+from sesame.controller.pods import build_pod, controlled_by, pod_spec_of
+from sesame.injection import Reason, direct_secret_references, inject
+from sesame.kube.inventory import SecretIndex, inventory_of
+from sesame.requests import RequestError, parse_requests
+
+logger = logging.getLogger("sesame.controller")
+
+WAITING_REASONS = frozenset({Reason.SECRET_NOT_FOUND, Reason.KEY_NOT_FOUND})
+
+
+@dataclass
+class Waiting:
+    """TaskRuns held back by a missing Secret, so a Secret event wakes exactly those."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    by_namespace: dict[str, dict[str, tuple[frozenset[str], dict[str, Any]]]] = field(default_factory=dict)
+
+    def hold(self, namespace: str, name: str, secrets: frozenset[str], body: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.by_namespace.setdefault(namespace, {})[name] = (secrets, dict(body))
+
+    def release(self, namespace: str, name: str) -> None:
+        with self.lock:
+            held = self.by_namespace.get(namespace)
+            if held and held.pop(name, None) is not None and not held:
+                del self.by_namespace[namespace]
+
+    def waiting_for(self, namespace: str, secret: str) -> list[dict[str, Any]]:
+        with self.lock:
+            held = self.by_namespace.get(namespace, {})
+            return [body for secrets, body in held.values() if secret in secrets]
+
+    def count(self) -> int:
+        with self.lock:
+            return sum(len(held) for held in self.by_namespace.values())
+
+
+@dataclass
+class Controller:
+    """What the handlers share, kept in Kopf's memo."""
+
+    api: client.ApiClient
+    waiting: Waiting = field(default_factory=Waiting)
+    locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def lock_for(self, namespace: str, name: str) -> threading.Lock:
+        with self.locks_guard:
+            return self.locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self.locks_guard:
+            self.locks.pop((namespace, name), None)
+        self.waiting.release(namespace, name)
+
+    def patch_status(self, taskrun: Mapping[str, Any], new_status: Mapping[str, Any]) -> None:
+        meta = taskrun["metadata"]
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                naming.API_GROUP,
+                naming.API_VERSION,
+                meta["namespace"],
+                naming.TASKRUN_PLURAL,
+                meta["name"],
+                {"status": dict(new_status)},
+            )
+        except ApiException as error:
+            if error.status != 404:  # a TaskRun deleted meanwhile needs no status
+                raise
+
+    def to_dict(self, model: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.sanitize_for_serialization(model)
+        return result
+
+
+def controller_of(memo: kopf.Memo) -> Controller:
+    controller: Controller = memo["sesame_controller"]
+    return controller
+
+
+def reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: SecretIndex) -> None:
+    """Bring one TaskRun one step closer to "its pod exists with its secrets"."""
+    meta = taskrun["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    with controller.lock_for(namespace, name):
+        _reconcile(controller, taskrun, secrets)
+
+
+def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: SecretIndex) -> None:
+    meta = taskrun["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], int(meta.get("generation") or 1)
+    previous = taskrun.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        controller.forget(namespace, name)
+        return
+    if previous.get("podName") and previous.get("observedGeneration") == generation:
+        controller.waiting.release(namespace, name)
+        return  # the pod exists; its phases arrive through the pod handler
+
+    spec = taskrun.get("spec") or {}
+    try:
+        requests = parse_requests(spec.get("secrets"))
+    except RequestError as error:
+        _hold(controller, taskrun, Reason.INVALID_REQUEST.value, str(error), generation)
+        return
+    pod_spec = pod_spec_of(taskrun)
+    template_problems = direct_secret_references(pod_spec)
+    if template_problems:
+        _hold(controller, taskrun, template_problems[0].reason.value, template_problems[0].message, generation)
+        return
+
+    result = inject(pod_spec, requests, inventory_of(secrets, namespace), namespace)
+    if not result.ok:
+        problems = result.problems
+        message = "; ".join(p.message for p in problems)
+        for problem in problems:
+            metrics.INJECTION_PROBLEMS.labels(reason=problem.reason.value, source="taskrun").inc()
+        waiting_on = frozenset(p.secret for p in problems if p.reason in WAITING_REASONS and p.secret)
+        if waiting_on and all(p.reason in WAITING_REASONS for p in problems):
+            controller.waiting.hold(namespace, name, waiting_on, taskrun)
+        else:
+            controller.waiting.release(namespace, name)
+        _hold(controller, taskrun, problems[0].reason.value, message, generation, keep_waiting=True)
+        return
+
+    controller.waiting.release(namespace, name)
+    assert result.pod_spec is not None
+    pod = build_pod(taskrun, result.pod_spec, result.deliveries)
+    try:
+        created = controller.to_dict(controller.core.create_namespaced_pod(namespace, pod))
+        metrics.observe_pod_created(meta.get("creationTimestamp"))
+        kopf.event(dict(taskrun), type="Normal", reason="PodCreated", message=f"created pod {name!r}")
+    except ApiException as error:
+        if error.status != 409:
+            _pod_not_created(controller, taskrun, error, generation)
+            return
+        created = controller.to_dict(controller.core.read_namespaced_pod(name, namespace))
+        if not controlled_by(created, meta["uid"]):
+            message = (
+                f"a pod named {name!r} already exists in namespace {namespace!r} and is not owned by this "
+                "TaskRun; delete that pod or rename the TaskRun"
+            )
+            _write(controller, taskrun, st.pod_failed_status(previous, "PodNameTaken", message, generation))
+            kopf.event(dict(taskrun), type="Warning", reason="PodNameTaken", message=message)
+            return
+        logger.info("adopted existing pod %s/%s", namespace, name)
+    deliveries = st.deliveries_to_status(result.deliveries)
+    _write(controller, taskrun, st.status_from_pod(previous, created, name, deliveries, generation))
+
+
+def _write(controller: Controller, taskrun: Mapping[str, Any], new_status: Mapping[str, Any]) -> None:
+    if not st.same_status(taskrun.get("status"), new_status):
+        controller.patch_status(taskrun, new_status)
+        phase = new_status.get("phase")
+        if phase in st.TERMINAL_PHASES and (taskrun.get("status") or {}).get("phase") != phase:
+            metrics.TASKRUNS_FINISHED.labels(phase=phase, reason=new_status["conditions"][-1]["reason"]).inc()
+
+
+def _hold(
+    controller: Controller,
+    taskrun: Mapping[str, Any],
+    reason: str,
+    message: str,
+    generation: int,
+    keep_waiting: bool = False,
+) -> None:
+    """No pod: say why in the status and, once per distinct reason, in a Warning event."""
+    meta = taskrun["metadata"]
+    if not keep_waiting:
+        controller.waiting.release(meta["namespace"], meta["name"])
+    previous = taskrun.get("status") or {}
+    new_status = st.waiting_status(previous, reason, message, generation)
+    if not st.same_status(previous, new_status):
+        controller.patch_status(taskrun, new_status)
+        kopf.event(dict(taskrun), type="Warning", reason=reason, message=message)
+        logger.info("TaskRun %s/%s waits: %s", meta["namespace"], meta["name"], reason)
+
+
+def _pod_not_created(
+    controller: Controller, taskrun: Mapping[str, Any], error: ApiException, generation: int
+) -> None:
+    """The API server refused the pod: permanent (invalid template) or worth a retry (5xx, 429)."""
+    if error.status in (429, 500, 502, 503, 504) or error.status is None:
+        raise kopf.TemporaryError(f"creating the pod failed with HTTP {error.status}; retrying", delay=2)
+    try:
+        server_message = json.loads(error.body or "{}").get("message") or error.reason
+    except (ValueError, AttributeError):
+        server_message = error.reason
+    reason = "Forbidden" if error.status == 403 else "PodInvalid"
+    message = f"the API server refused the pod: {server_message}"
+    previous = taskrun.get("status") or {}
+    new_status = st.pod_failed_status(previous, reason, message, generation)
+    if not st.same_status(previous, new_status):
+        controller.patch_status(taskrun, new_status)
+        kopf.event(dict(taskrun), type="Warning", reason=reason, message=message)
+
+
+# --- Kopf registrations -------------------------------------------------------------------------
+
+
+@kopf.on.event(naming.API_GROUP, naming.API_VERSION, naming.TASKRUN_PLURAL)
+def taskrun_event(
+    event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, secret_inventory: SecretIndex, **_: Any
+) -> None:
+    controller = controller_of(memo)
+    if event.get("type") == "DELETED":
+        controller.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        return
+    reconcile(controller, dict(body), secret_inventory)
+
+
+@kopf.index(naming.API_GROUP, naming.API_VERSION, naming.TASKRUN_PLURAL)
+def taskrun_status(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """(namespace, name) → what the pod mirror needs: generation, uid and the current status."""
+    meta = body["metadata"]
+    return {(namespace, name): (meta.get("uid"), int(meta.get("generation") or 1), dict(body.get("status") or {}))}
+
+
+@kopf.on.event("", "v1", "secrets")
+def secret_event(
+    event: Mapping[str, Any], namespace: str, name: str, memo: kopf.Memo, secret_inventory: SecretIndex, **_: Any
+) -> None:
+    """A Secret appeared or changed: retry exactly the TaskRuns that wait for it."""
+    if event.get("type") == "DELETED":
+        return
+    controller = controller_of(memo)
+    for taskrun in controller.waiting.waiting_for(namespace, name):
+        reconcile(controller, taskrun, secret_inventory)
+
+
+@kopf.on.event("", "v1", "pods", labels={naming.TASKRUN_LABEL: kopf.PRESENT})
+def pod_event(
+    event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, taskrun_status: Any, **_: Any
+) -> None:
+    """Mirror the phase of an owned pod into its TaskRun."""
+    meta = body["metadata"]
+    owner = next(
+        (
+            ref
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("controller") and ref.get("kind") == "TaskRun"
+            and ref.get("apiVersion") == f"{naming.API_GROUP}/{naming.API_VERSION}"
+        ),
+        None,
+    )
+    if owner is None:
+        return
+    known = list(taskrun_status.get((meta["namespace"], owner["name"]), ()))
+    if not known:
+        return
+    uid, generation, previous = known[0]
+    if uid != owner.get("uid"):
+        return
+    pod = None if event.get("type") == "DELETED" else dict(body)
+    try:
+        deliveries = json.loads((meta.get("annotations") or {}).get(naming.INJECTED_ANNOTATION) or "[]")
+    except ValueError:
+        deliveries = []
+    new_status = st.status_from_pod(previous, pod, meta["name"], deliveries, generation)
+    taskrun = {
+        "apiVersion": f"{naming.API_GROUP}/{naming.API_VERSION}",
+        "kind": "TaskRun",
+        "metadata": {"namespace": meta["namespace"], "name": owner["name"], "uid": uid},
+        "status": previous,
+    }
+    controller = controller_of(memo)
+    if st.same_status(previous, new_status):
+        return
+    _write(controller, taskrun, new_status)
+    phase = new_status["phase"]
+    if phase != previous.get("phase") and phase in st.TERMINAL_PHASES:
+        kopf.event(
+            taskrun,
+            type="Normal" if phase == "Succeeded" else "Warning",
+            reason=new_status["conditions"][-1]["reason"],
+            message=new_status["message"],
+        )

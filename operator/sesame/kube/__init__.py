@@ -1,0 +1,1 @@
+"""Kubernetes plumbing shared by the operator's adapters (controller, webhook): client, inventory."""

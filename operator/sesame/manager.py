@@ -1,0 +1,49 @@
+"""The operator process: wires Kopf settings, the shared API client, metrics and every handler.
+
+This is the composition root (like kubebuilder's manager): the only module that imports the
+adapters, so `kopf run -m sesame.manager` and `sesame operator run` load the same operator.
+Configuration comes from the environment so both entry points agree:
+
+  SESAME_METRICS_PORT   serve Prometheus metrics on this port (0 or unset: off)
+  SESAME_WEBHOOK        "on" to serve the pod admission webhook (see sesame.webhook)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from sesame.controller import taskruns  # noqa: F401  (registers handlers)
+from sesame.controller.taskruns import Controller
+from sesame.kube import inventory  # noqa: F401  (registers the Secret index)
+from sesame.kube.client import api_client
+
+logger = logging.getLogger("sesame.manager")
+_metrics_ports: set[int] = set()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Only explicit events reach the TaskRuns; handler log lines stay logs.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = int(os.environ.get("SESAME_WORKERS", "16"))
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    memo["sesame_controller"] = Controller(api=api_client())
+    port = int(os.environ.get("SESAME_METRICS_PORT") or 0)
+    if port and port not in _metrics_ports:  # one server per process, even across in-process runs
+        start_http_server(port, addr=os.environ.get("SESAME_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
+        _metrics_ports.add(port)
+        logger.info("metrics on :%d/metrics", port)
+
+
+@kopf.on.cleanup()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    controller = memo.get("sesame_controller")
+    if controller is not None:
+        controller.api.close()

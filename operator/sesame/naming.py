@@ -1,0 +1,132 @@
+"""How Sesame names things in Kubernetes.
+
+Stdlib only: the SDK, the CLI and the operator all import this module, so a key is spelled the
+same way everywhere (object name, env var, file path, namespace).
+"""
+
+from __future__ import annotations
+
+import re
+
+API_GROUP = "sesame.dev"
+API_VERSION = "v1alpha1"
+TASKRUN_PLURAL = "taskruns"
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "sesame"
+KEY_ANNOTATION = f"{API_GROUP}/key"
+TASKRUN_LABEL = f"{API_GROUP}/taskrun"
+INJECT_LABEL = f"{API_GROUP}/inject"
+SECRETS_ANNOTATION = f"{API_GROUP}/secrets"
+INJECTED_ANNOTATION = f"{API_GROUP}/injected"
+
+SECRETS_DIR = "/etc/sesame/secrets"
+ENV_PREFIX = "SESAME_SECRET_"
+SECRETS_DIR_ENV = "SESAME_SECRETS_DIR"
+ENV_PREFIX_ENV = "SESAME_SECRETS_ENV_PREFIX"
+# JSON object {key: env var name} for env-delivered secrets: names only, so the SDK finds custom envVars.
+ENV_VARS_ENV = "SESAME_SECRETS_ENV_VARS"
+
+DEFAULT_NAMESPACE_TEMPLATE = "{project}-{domain}"
+NAMESPACE_TEMPLATE_ENV = "SESAME_NAMESPACE_TEMPLATE"
+
+MAX_NAME_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+MAX_SECRET_BYTES = 1024 * 1024
+
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NOT_ENV_CHAR = re.compile(r"[^A-Z0-9_]")
+
+
+class NamingError(ValueError):
+    """A name that Kubernetes (or Sesame's portable subset of it) would refuse."""
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot be a Sesame secret key, or None when it can."""
+    if not key:
+        return "a secret key must not be empty"
+    if len(key) > MAX_NAME_LENGTH:
+        return f"secret key {key[:40]!r}… is {len(key)} characters; at most {MAX_NAME_LENGTH} are allowed"
+    if not _DATA_KEY.match(key) or key.startswith(".."):
+        return (
+            f"secret key {key!r} may only contain letters, digits, '-', '_' and '.', "
+            "and must not start with '..'"
+        )
+    if not _DNS_SUBDOMAIN.match(_object_name(key)):
+        return (
+            f"secret key {key!r} must start and end with a letter or digit "
+            "(and not put '.' next to '.', '-' or '_'), so it maps to a valid Secret name"
+        )
+    return None
+
+
+def data_key_problem(key: str) -> str | None:
+    """Why `key` cannot be a data key of a Secret, or None when it can."""
+    if not key or len(key) > MAX_NAME_LENGTH or not _DATA_KEY.match(key) or key.startswith(".."):
+        return f"{key!r} is not a valid Secret data key (letters, digits, '-', '_', '.'; at most 253)"
+    return None
+
+
+def _object_name(key: str) -> str:
+    return key.lower().replace("_", "-")
+
+
+def secret_object_name(key: str) -> str:
+    """The Secret object that holds `key`: lower-case, `_` → `-` (so MY_KEY and my-key share one)."""
+    problem = key_problem(key)
+    if problem:
+        raise NamingError(problem)
+    return _object_name(key)
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid Secret object name (DNS subdomain), or None."""
+    if not name or len(name) > MAX_NAME_LENGTH or not _DNS_SUBDOMAIN.match(name):
+        return (
+            f"{name!r} is not a valid Secret name (lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253)"
+        )
+    return None
+
+
+def default_env_var(key: str) -> str:
+    """`SESAME_SECRET_<KEY>`: upper-case, every character outside A-Z0-9_ becomes `_`."""
+    return ENV_PREFIX + _NOT_ENV_CHAR.sub("_", key.upper())
+
+
+def env_var_problem(name: str) -> str | None:
+    """Why `name` is not a portable environment variable name, or None."""
+    if not _ENV_VAR.match(name):
+        return (
+            f"env var name {name!r} must start with a letter or '_' and contain only "
+            "letters, digits and '_'"
+        )
+    return None
+
+
+def secret_file_path(key: str) -> str:
+    """Where a FILE-delivered secret appears inside the container (file name = key, case kept)."""
+    return f"{SECRETS_DIR}/{key}"
+
+
+def namespace_for(project: str, domain: str, template: str = DEFAULT_NAMESPACE_TEMPLATE) -> str:
+    """The namespace of a project and domain: the template, lower-cased, with `_` → `-`."""
+    if not project or not domain:
+        raise NamingError("both --project and --domain are needed (or give --namespace)")
+    try:
+        raw = template.format(project=project, domain=domain)
+    except (KeyError, IndexError, ValueError) as error:
+        raise NamingError(
+            f"namespace template {template!r} is invalid: use only {{project}} and {{domain}}"
+        ) from error
+    name = raw.lower().replace("_", "-")
+    if len(name) > MAX_LABEL_LENGTH or not _DNS_LABEL.match(name):
+        raise NamingError(
+            f"project {project!r} and domain {domain!r} give namespace {name!r} (template {template!r}), "
+            "which is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
+        )
+    return name

@@ -1,0 +1,68 @@
+"""Session-wide real control plane, a namespace per test, and the operator run in-process.
+
+One etcd + kube-apiserver + kube-controller-manager for the whole run, built and started by
+tools/localcluster.py — or the cluster named by SESAME_KUBECONFIG (e.g. `make cluster`'s
+.sesame/kubeconfig, or a kind cluster). Never a silent skip: if it cannot start, the run fails
+with the component's log tail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))
+
+from tests.support.cluster import Cluster, start_cluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    with start_cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.create_namespace(name)
+    yield name
+    cluster.delete_namespace(name)
+
+
+@pytest.fixture
+def canary() -> str:
+    """A secret value planted by a test; it must never show up outside the Secret itself."""
+    return f"CANARY-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="sesame-test-") as directory:
+        yield Path(directory)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the in-process operator's log to a failing test's report."""
+    outcome = yield
+    from tests.support.operator import runner_log_on_failure
+
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and runner_log_on_failure:
+        for runner in runner_log_on_failure:
+            lines = [line for line in runner.output.splitlines() if "urllib3" not in line]
+            report.sections.append(("operator log (last 80 lines)", "\n".join(lines[-80:])))
+        runner_log_on_failure.clear()

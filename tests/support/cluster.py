@@ -1,0 +1,184 @@
+"""The control plane the tests talk to, plus small helpers that use the real API server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+from kubernetes.config import kube_config
+from kubernetes.client.exceptions import ApiException
+
+from localcluster import LocalControlPlane, build_binaries
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "taskrun.yaml"
+T = TypeVar("T")
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    bin_dir: Path
+    api: client.ApiClient
+    plane: LocalControlPlane | None  # None when reusing a cluster someone else started
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+
+    def delete_namespace(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(name)
+
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses (kubectl, the CLI, a separate operator process)."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
+
+    def kubectl(self) -> str:
+        return str(self.bin_dir / "kubectl")
+
+    def helm(self) -> str:
+        return str(self.bin_dir / "helm")
+
+    def create_secret(self, namespace: str, name: str, data: dict[str, str], **meta: Any) -> None:
+        self.core.create_namespaced_secret(
+            namespace, {"metadata": {"name": name, **meta}, "stringData": data}
+        )
+
+    def create_taskrun(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": "sesame.dev/v1alpha1",
+            "kind": "TaskRun",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            "sesame.dev", "v1alpha1", namespace, "taskruns", body
+        )
+        return result
+
+    def taskrun(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            "sesame.dev", "v1alpha1", namespace, "taskruns", name
+        )
+        return result
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            pod = self.core.read_namespaced_pod(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
+        return result
+
+    def set_pod_phase(self, namespace: str, name: str, phase: str, exit_code: int = 0, reason: str = "") -> None:
+        """Move a pod through its phases as the kubelet would (no kubelet runs here)."""
+        pod = self.core.read_namespaced_pod(name, namespace)
+        statuses = []
+        for container in pod.spec.containers:
+            state: dict[str, Any]
+            if phase == "Running":
+                state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+            elif phase in ("Succeeded", "Failed"):
+                state = {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                        "startedAt": "2026-01-01T00:00:00Z",
+                        "finishedAt": "2026-01-01T00:00:01Z",
+                    }
+                }
+            else:
+                state = {"waiting": {"reason": "ContainerCreating"}}
+            statuses.append(
+                {"name": container.name, "image": container.image, "imageID": "", "ready": phase == "Running",
+                 "restartCount": 0, "state": state}
+            )
+        status = {"phase": phase, "startTime": "2026-01-01T00:00:00Z", "containerStatuses": statuses}
+        self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}; last value: {last!r}")
+
+
+def install_crds(api: client.ApiClient) -> None:
+    extensions = client.ApiextensionsV1Api(api)
+    for document in yaml.safe_load_all(CRD.read_text()):
+        name = document["metadata"]["name"]
+        try:
+            existing = extensions.read_custom_resource_definition(name)
+            document["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            extensions.replace_custom_resource_definition(name, document)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(document)
+
+        def established(name: str = name) -> bool:
+            crd = extensions.read_custom_resource_definition(name)
+            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+        eventually(established, what=f"CRD {name} to be established")
+
+
+@contextlib.contextmanager
+def start_cluster() -> Iterator[Cluster]:
+    bin_dir = build_binaries()
+    reuse = os.environ.get("SESAME_KUBECONFIG")
+    plane: LocalControlPlane | None = None
+    state: tempfile.TemporaryDirectory[str] | None = None
+    if reuse:
+        kubeconfig = Path(reuse).resolve()
+    else:
+        state = tempfile.TemporaryDirectory(prefix="sesame-cluster-")
+        plane = LocalControlPlane(state_dir=Path(state.name), bin_dir=bin_dir)
+        plane.start()  # raises ControlPlaneError naming the component and its log tail
+        kubeconfig = plane.kubeconfig
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)  # Kopf (KopfRunner) and the CLI read it
+    # The client library computed its default path at import time; Kopf's login uses that default.
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        install_crds(api)
+        yield Cluster(kubeconfig=kubeconfig, bin_dir=bin_dir, api=api, plane=plane)
+    finally:
+        api.close()
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        if plane is not None:
+            plane.stop()
+        if state is not None:
+            state.cleanup()
+
+
+def manifest(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
