@@ -167,7 +167,10 @@ def kubeconfig_text(server: str, pki: Path) -> str:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "sesame-local", "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}
+            {
+                "name": "sesame-local",
+                "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")},
+            }
         ],
         "users": [
             {
@@ -175,7 +178,9 @@ def kubeconfig_text(server: str, pki: Path) -> str:
                 "user": {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
             }
         ],
-        "contexts": [{"name": "sesame-local", "context": {"cluster": "sesame-local", "user": "sesame-admin"}}],
+        "contexts": [
+            {"name": "sesame-local", "context": {"cluster": "sesame-local", "user": "sesame-admin"}}
+        ],
         "current-context": "sesame-local",
     }
     return json.dumps(config, indent=2)
@@ -349,7 +354,7 @@ class LocalControlPlane:
             context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         url = f"https://127.0.0.1:{port or self.apiserver_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -425,8 +430,10 @@ def _recorded(state: Path) -> dict[str, int]:
 def cmd_up(state: Path) -> int:
     running = _recorded(state)
     if running:
-        print(f"the local control plane is already running ({', '.join(sorted(running))}); "
-              f"KUBECONFIG={state / 'kubeconfig'}")
+        print(
+            f"the local control plane is already running ({', '.join(sorted(running))}); "
+            f"KUBECONFIG={state / 'kubeconfig'}"
+        )
         return 0
     if state.exists():
         shutil.rmtree(state / "etcd", ignore_errors=True)

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         return operator_main(args[1:])
     from sesame.cli.main import main as cli_main
 
-    return cli_main(args)
+    return int(cli_main(args))
 
 
 if __name__ == "__main__":

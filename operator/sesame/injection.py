@@ -85,9 +85,7 @@ def fix_hint(request: SecretRequest, namespace: str) -> str:
     return f"run `sesame create secret --namespace {namespace} {request.key}`"
 
 
-def check_inventory(
-    requests: Sequence[SecretRequest], inventory: Inventory, namespace: str
-) -> list[Problem]:
+def check_inventory(requests: Sequence[SecretRequest], inventory: Inventory, namespace: str) -> list[Problem]:
     """Problems of requests whose Secret or data key does not exist in the namespace."""
     problems = []
     for request in requests:
@@ -105,8 +103,8 @@ def check_inventory(
             problems.append(
                 Problem(
                     Reason.KEY_NOT_FOUND,
-                    f"secret {request.key!r}: Secret {request.secret_name!r} in namespace {namespace!r} has no "
-                    f"data key {request.data_key!r}; {fix_hint(request, namespace)}",
+                    f"secret {request.key!r}: Secret {request.secret_name!r} in namespace {namespace!r} "
+                    f"has no data key {request.data_key!r}; {fix_hint(request, namespace)}",
                     request.secret_name,
                 )
             )
@@ -160,7 +158,9 @@ def _env_entries(request: SecretRequest) -> dict[str, Any] | None:
         return {"name": name, "value": naming.secret_file_path(request.key)}
     return {
         "name": name,
-        "valueFrom": {"secretKeyRef": {"name": request.secret_name, "key": request.data_key, "optional": False}},
+        "valueFrom": {
+            "secretKeyRef": {"name": request.secret_name, "key": request.data_key, "optional": False}
+        },
     }
 
 
@@ -286,7 +286,8 @@ def inject(
                 problems.append(
                     Problem(
                         Reason.MOUNT_PATH_CLASH,
-                        f"container {target!r} already mounts something at {naming.SECRETS_DIR}; remove that mount",
+                        f"container {target!r} already mounts something at {naming.SECRETS_DIR}; "
+                        "remove that mount",
                     )
                 )
 

@@ -102,8 +102,7 @@ def env_var_problem(name: str) -> str | None:
     """Why `name` is not a portable environment variable name, or None."""
     if not _ENV_VAR.match(name):
         return (
-            f"env var name {name!r} must start with a letter or '_' and contain only "
-            "letters, digits and '_'"
+            f"env var name {name!r} must start with a letter or '_' and contain only letters, digits and '_'"
         )
     return None
 

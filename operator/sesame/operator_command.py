@@ -21,16 +21,24 @@ def parser() -> argparse.ArgumentParser:
         "run", help="run the operator", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch these namespaces (globs, !negation)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
-    run.add_argument("--standalone", action="store_true", help="no peering: act even if another instance runs")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch these namespaces (globs, !negation)"
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    run.add_argument(
+        "--standalone", action="store_true", help="no peering: act even if another instance runs"
+    )
     run.add_argument("--peering", default=None, help="peering object name, for one active replica at a time")
     run.add_argument("--liveness", default=None, help="health endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=int(os.environ.get("SESAME_METRICS_PORT") or 0))
     run.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
     run.add_argument("--log-level", choices=["debug", "info", "warning"], default="info")
     run.add_argument(
-        "--webhook", choices=["off", "local", "service"], default=os.environ.get("SESAME_WEBHOOK", "off"),
+        "--webhook",
+        choices=["off", "local", "service"],
+        default=os.environ.get("SESAME_WEBHOOK", "off"),
         help="serve the pod admission webhook: 'local' registers a loopback URL, 'service' a cluster Service",
     )
     return top

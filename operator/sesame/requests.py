@@ -79,11 +79,12 @@ _FROM_FIELDS = {"secret", "key"}
 def parse_request(raw: Any, where: str) -> SecretRequest:
     """Check one request; `where` names it in messages (e.g. `spec.secrets[2]`)."""
     if not isinstance(raw, dict):
-        raise RequestError(f"{where} must be an object like {{\"key\": \"my_secret\"}}")
+        raise RequestError(f'{where} must be an object like {{"key": "my_secret"}}')
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         raise RequestError(
-            f"{where} has unknown field {unknown[0]!r}; allowed: key, envVar, mountRequirement, from, containers"
+            f"{where} has unknown field {unknown[0]!r}; "
+            "allowed: key, envVar, mountRequirement, from, containers"
         )
     key = raw.get("key")
     if not isinstance(key, str):
@@ -92,7 +93,9 @@ def parse_request(raw: Any, where: str) -> SecretRequest:
     from_secret = from_key = None
     if from_raw is not None:
         if not isinstance(from_raw, dict) or set(from_raw) != _FROM_FIELDS:
-            raise RequestError(f"{where}.from needs exactly 'secret' and 'key', e.g. {{secret: db-creds, key: password}}")
+            raise RequestError(
+                f"{where}.from needs exactly 'secret' and 'key', e.g. {{secret: db-creds, key: password}}"
+            )
         from_secret, from_key = from_raw["secret"], from_raw["key"]
         if not isinstance(from_secret, str) or not isinstance(from_key, str):
             raise RequestError(f"{where}.from.secret and {where}.from.key must be strings")
@@ -109,9 +112,7 @@ def parse_request(raw: Any, where: str) -> SecretRequest:
     try:
         mount = MountRequirement(mount_raw)
     except ValueError:
-        raise RequestError(
-            f"{where}.mountRequirement is {mount_raw!r}; use ENV_VAR, FILE or ANY"
-        ) from None
+        raise RequestError(f"{where}.mountRequirement is {mount_raw!r}; use ENV_VAR, FILE or ANY") from None
     if mount is MountRequirement.ANY:
         mount = MountRequirement.ENV_VAR
 
@@ -155,8 +156,8 @@ def parse_requests(raw: Any, where: str = "spec.secrets") -> list[SecretRequest]
     for index, request in enumerate(parsed):
         if request.key in seen:
             raise RequestError(
-                f"{where}[{index}] requests key {request.key!r} again (first at {where}[{seen[request.key]}]); "
-                "request each key once"
+                f"{where}[{index}] requests key {request.key!r} again "
+                f"(first at {where}[{seen[request.key]}]); request each key once"
             )
         seen[request.key] = index
     return parsed
@@ -166,7 +167,7 @@ def parse_annotation(value: str | None) -> list[SecretRequest]:
     """Requests from a pod's `sesame.dev/secrets` annotation (a JSON list)."""
     where = f"annotation {naming.SECRETS_ANNOTATION}"
     if value is None or not value.strip():
-        raise RequestError(f"{where} is missing; set it to a JSON list like [{{\"key\": \"my_secret\"}}]")
+        raise RequestError(f'{where} is missing; set it to a JSON list like [{{"key": "my_secret"}}]')
     try:
         raw = json.loads(value)
     except json.JSONDecodeError as error:

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client, config
-from kubernetes.config import kube_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import kube_config
 
 from localcluster import LocalControlPlane, build_binaries
 
@@ -47,7 +47,11 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses (kubectl, the CLI, a separate operator process)."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin_dir}:{os.environ['PATH']}",
+        }
 
     def kubectl(self) -> str:
         return str(self.bin_dir / "kubectl")
@@ -88,7 +92,9 @@ class Cluster:
         result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
         return result
 
-    def set_pod_phase(self, namespace: str, name: str, phase: str, exit_code: int = 0, reason: str = "") -> None:
+    def set_pod_phase(
+        self, namespace: str, name: str, phase: str, exit_code: int = 0, reason: str = ""
+    ) -> None:
         """Move a pod through its phases as the kubelet would (no kubelet runs here)."""
         pod = self.core.read_namespaced_pod(name, namespace)
         statuses = []
@@ -108,14 +114,22 @@ class Cluster:
             else:
                 state = {"waiting": {"reason": "ContainerCreating"}}
             statuses.append(
-                {"name": container.name, "image": container.image, "imageID": "", "ready": phase == "Running",
-                 "restartCount": 0, "state": state}
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": "",
+                    "ready": phase == "Running",
+                    "restartCount": 0,
+                    "state": state,
+                }
             )
         status = {"phase": phase, "startTime": "2026-01-01T00:00:00Z", "containerStatuses": statuses}
         self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+def eventually(
+    check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = ""
+) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     last: T | None = None

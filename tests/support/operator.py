@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 
 from kopf.testing import KopfRunner
 
-
 runner_log_on_failure: list[KopfRunner] = []
 
 

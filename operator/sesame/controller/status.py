@@ -54,7 +54,14 @@ def waiting_status(
         "message": message,
         "conditions": [
             condition(previous, SECRETS_READY, False, reason, message, generation),
-            condition(previous, POD_CREATED, False, "WaitingForSecrets", "no pod until every secret is ready", generation),
+            condition(
+                previous,
+                POD_CREATED,
+                False,
+                "WaitingForSecrets",
+                "no pod until every secret is ready",
+                generation,
+            ),
             condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation),
         ],
     }
@@ -69,7 +76,9 @@ def pod_failed_status(
         "observedGeneration": generation,
         "message": message,
         "conditions": [
-            condition(previous, SECRETS_READY, True, "SecretsFound", "every requested secret exists", generation),
+            condition(
+                previous, SECRETS_READY, True, "SecretsFound", "every requested secret exists", generation
+            ),
             condition(previous, POD_CREATED, False, reason, message, generation),
             condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation),
         ],

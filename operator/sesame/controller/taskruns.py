@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client
@@ -103,7 +103,12 @@ class Controller:
         return result
 
 
-def controller_of(memo: kopf.Memo) -> Controller:
+def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the TaskRun (queued by Kopf; names only, never values)."""
+    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
+
+
+def controller_of(memo: Any) -> Controller:
     controller: Controller = memo["sesame_controller"]
     return controller
 
@@ -136,7 +141,9 @@ def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secr
     pod_spec = pod_spec_of(taskrun)
     template_problems = direct_secret_references(pod_spec)
     if template_problems:
-        _hold(controller, taskrun, template_problems[0].reason.value, template_problems[0].message, generation)
+        _hold(
+            controller, taskrun, template_problems[0].reason.value, template_problems[0].message, generation
+        )
         return
 
     result = inject(pod_spec, requests, inventory_of(secrets, namespace), namespace)
@@ -157,9 +164,10 @@ def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secr
     assert result.pod_spec is not None
     pod = build_pod(taskrun, result.pod_spec, result.deliveries)
     try:
-        created = controller.to_dict(controller.core.create_namespaced_pod(namespace, pod))
+        body: Any = pod
+        created = controller.to_dict(controller.core.create_namespaced_pod(namespace, body))
         metrics.observe_pod_created(meta.get("creationTimestamp"))
-        kopf.event(dict(taskrun), type="Normal", reason="PodCreated", message=f"created pod {name!r}")
+        post_event(taskrun, "Normal", "PodCreated", f"created pod {name!r}")
     except ApiException as error:
         if error.status != 409:
             _pod_not_created(controller, taskrun, error, generation)
@@ -171,7 +179,7 @@ def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secr
                 "TaskRun; delete that pod or rename the TaskRun"
             )
             _write(controller, taskrun, st.pod_failed_status(previous, "PodNameTaken", message, generation))
-            kopf.event(dict(taskrun), type="Warning", reason="PodNameTaken", message=message)
+            post_event(taskrun, "Warning", "PodNameTaken", message)
             return
         logger.info("adopted existing pod %s/%s", namespace, name)
     deliveries = st.deliveries_to_status(result.deliveries)
@@ -202,7 +210,7 @@ def _hold(
     new_status = st.waiting_status(previous, reason, message, generation)
     if not st.same_status(previous, new_status):
         controller.patch_status(taskrun, new_status)
-        kopf.event(dict(taskrun), type="Warning", reason=reason, message=message)
+        post_event(taskrun, "Warning", reason, message)
         logger.info("TaskRun %s/%s waits: %s", meta["namespace"], meta["name"], reason)
 
 
@@ -222,66 +230,67 @@ def _pod_not_created(
     new_status = st.pod_failed_status(previous, reason, message, generation)
     if not st.same_status(previous, new_status):
         controller.patch_status(taskrun, new_status)
-        kopf.event(dict(taskrun), type="Warning", reason=reason, message=message)
+        post_event(taskrun, "Warning", reason, message)
 
 
 # --- Kopf registrations -------------------------------------------------------------------------
 
 
 @kopf.on.event(naming.API_GROUP, naming.API_VERSION, naming.TASKRUN_PLURAL)
-def taskrun_event(
-    event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, secret_inventory: SecretIndex, **_: Any
-) -> None:
+def taskrun_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     controller = controller_of(memo)
-    if event.get("type") == "DELETED":
+    if type == "DELETED":
         controller.forget(body["metadata"]["namespace"], body["metadata"]["name"])
         return
-    reconcile(controller, dict(body), secret_inventory)
+    reconcile(controller, dict(body), kwargs["secret_inventory"])
 
 
 @kopf.index(naming.API_GROUP, naming.API_VERSION, naming.TASKRUN_PLURAL)
-def taskrun_status(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+def taskrun_status(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
     """(namespace, name) → what the pod mirror needs: generation, uid and the current status."""
     meta = body["metadata"]
-    return {(namespace, name): (meta.get("uid"), int(meta.get("generation") or 1), dict(body.get("status") or {}))}
+    return {
+        (namespace or "", name): (
+            meta.get("uid"),
+            int(meta.get("generation") or 1),
+            dict(body.get("status") or {}),
+        )
+    }
 
 
 @kopf.on.event("", "v1", "secrets")
-def secret_event(
-    event: Mapping[str, Any], namespace: str, name: str, memo: kopf.Memo, secret_inventory: SecretIndex, **_: Any
-) -> None:
+def secret_event(type: str, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     """A Secret appeared or changed: retry exactly the TaskRuns that wait for it."""
-    if event.get("type") == "DELETED":
+    if type == "DELETED" or not namespace:
         return
     controller = controller_of(memo)
     for taskrun in controller.waiting.waiting_for(namespace, name):
-        reconcile(controller, taskrun, secret_inventory)
+        reconcile(controller, taskrun, kwargs["secret_inventory"])
 
 
 @kopf.on.event("", "v1", "pods", labels={naming.TASKRUN_LABEL: kopf.PRESENT})
-def pod_event(
-    event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, taskrun_status: Any, **_: Any
-) -> None:
+def pod_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Mirror the phase of an owned pod into its TaskRun."""
     meta = body["metadata"]
     owner = next(
         (
             ref
             for ref in meta.get("ownerReferences") or []
-            if ref.get("controller") and ref.get("kind") == "TaskRun"
+            if ref.get("controller")
+            and ref.get("kind") == "TaskRun"
             and ref.get("apiVersion") == f"{naming.API_GROUP}/{naming.API_VERSION}"
         ),
         None,
     )
     if owner is None:
         return
-    known = list(taskrun_status.get((meta["namespace"], owner["name"]), ()))
+    known = list(kwargs["taskrun_status"].get((meta["namespace"], owner["name"]), ()))
     if not known:
         return
     uid, generation, previous = known[0]
     if uid != owner.get("uid"):
         return
-    pod = None if event.get("type") == "DELETED" else dict(body)
+    pod = None if type == "DELETED" else dict(body)
     try:
         deliveries = json.loads((meta.get("annotations") or {}).get(naming.INJECTED_ANNOTATION) or "[]")
     except ValueError:
@@ -299,9 +308,9 @@ def pod_event(
     _write(controller, taskrun, new_status)
     phase = new_status["phase"]
     if phase != previous.get("phase") and phase in st.TERMINAL_PHASES:
-        kopf.event(
+        post_event(
             taskrun,
-            type="Normal" if phase == "Succeeded" else "Warning",
-            reason=new_status["conditions"][-1]["reason"],
-            message=new_status["message"],
+            "Normal" if phase == "Succeeded" else "Warning",
+            new_status["conditions"][-1]["reason"],
+            new_status["message"],
         )

@@ -19,9 +19,11 @@ SecretIndex = Mapping[str, Iterable[tuple[str, frozenset[str]]]]
 
 
 @kopf.index("", "v1", "secrets")
-def secret_inventory(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[str, frozenset[str]]]:
+def secret_inventory(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[str, tuple[str, frozenset[str]]]:
     """namespace → (secret name, data keys). The value bytes are dropped right here."""
-    return {namespace: (name, frozenset((body.get("data") or {}).keys()))}
+    return {namespace or "": (name, frozenset((body.get("data") or {}).keys()))}
 
 
 def inventory_of(index: SecretIndex, namespace: str) -> dict[str, frozenset[str]]:
