@@ -163,7 +163,8 @@ def test_injection_is_idempotent_and_delivers_every_request(
     assume(once.ok)  # custom env var names can legitimately clash
     assert once.pod_spec is not None
     twice = inject(once.pod_spec, requests, inventory, NS)
-    assert twice.ok and twice.pod_spec == once.pod_spec
+    assert twice.ok
+    assert twice.pod_spec == once.pod_spec
     containers = {c["name"]: c for c in once.pod_spec["containers"]}
     for request in requests:
         for target in request.containers or tuple(containers):

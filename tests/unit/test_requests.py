@@ -20,7 +20,8 @@ def test_all_request_forms_parse() -> None:
     )
     assert parsed[0].env_var_name == "SESAME_SECRET_MY_SECRET"
     assert parsed[1].env_var_name == "UNION_API_KEY"
-    assert parsed[2].is_file and parsed[2].env_var_name is None
+    assert parsed[2].is_file
+    assert parsed[2].env_var_name is None
     assert parsed[3].env_var_name == "GOOGLE_APPLICATION_CREDENTIALS"
     assert (parsed[4].secret_name, parsed[4].data_key, parsed[4].containers) == (
         "db-creds",
