@@ -1,0 +1,147 @@
+"""The local control plane is a real Kubernetes: validation, RBAC, garbage collection, tokens."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.cluster import ROOT, Cluster, eventually
+
+
+def test_binaries_report_the_pinned_release(cluster: Cluster) -> None:
+    versions = dict(
+        line.split("=", 1)
+        for line in (ROOT / "tools/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    out = subprocess.run(
+        [cluster.kubectl(), "version", "-o", "json"],
+        env=cluster.env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    reported = json.loads(out)
+    assert reported["clientVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
+    assert reported["serverVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
+
+
+def test_structural_schema_rejects_with_the_servers_message(cluster: Cluster, namespace: str) -> None:
+    with pytest.raises(ApiException) as error:
+        cluster.create_taskrun(
+            namespace,
+            "bad",
+            {
+                "secrets": [{"key": "a", "mountRequirement": "DISK"}],
+                "template": {"spec": {"containers": [{"name": "c"}]}},
+            },
+        )
+    assert error.value.status == 422
+    message = json.loads(error.value.body)["message"]
+    assert 'spec.secrets[0].mountRequirement: Unsupported value: "DISK"' in message
+
+
+def test_rbac_denies_an_unprivileged_user(cluster: Cluster, namespace: str) -> None:
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api.set_default_header("Impersonate-User", "jane")
+    try:
+        with pytest.raises(ApiException) as error:
+            client.CoreV1Api(api).list_namespaced_secret(namespace)
+        assert error.value.status == 403
+        assert 'User "jane" cannot list resource "secrets"' in json.loads(error.value.body)["message"]
+    finally:
+        api.close()
+
+
+def test_owner_reference_garbage_collection(cluster: Cluster, namespace: str) -> None:
+    owner = cluster.core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner.metadata.uid,
+        "controller": True,
+    }
+    cluster.core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "dependent", "ownerReferences": [ref]}}
+    )
+    cluster.core.delete_namespaced_config_map("owner", namespace)
+
+    def dependent_gone() -> bool:
+        try:
+            cluster.core.read_namespaced_config_map("dependent", namespace)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    eventually(dependent_gone, timeout=60, what="kube-controller-manager to collect the dependent")
+
+
+def test_namespace_deletion_completes(cluster: Cluster) -> None:
+    cluster.create_namespace("doomed")
+    cluster.core.create_namespaced_config_map("doomed", {"metadata": {"name": "x"}})
+    cluster.core.delete_namespace("doomed")
+
+    def gone() -> bool:
+        try:
+            cluster.core.read_namespace("doomed")
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    eventually(gone, timeout=60, what="the namespace controller to finish")
+
+
+def test_service_account_tokens_authenticate(cluster: Cluster, namespace: str) -> None:
+    cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": "robot"}})
+    token = cluster.core.create_namespaced_service_account_token(
+        "robot", namespace, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    configuration = client.Configuration()
+    configuration.host = cluster.api.configuration.host
+    configuration.ssl_ca_cert = cluster.api.configuration.ssl_ca_cert
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    with client.ApiClient(configuration) as api:
+        review = client.AuthenticationV1Api(api).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        )
+    assert review.status.user_info.username == f"system:serviceaccount:{namespace}:robot"
+
+
+def test_make_cluster_lifecycle_says_what_it_does(tmp_path: Path) -> None:
+    """`make cluster` twice and `make cluster-down` twice; nothing is left listening."""
+    tool = [sys.executable, str(ROOT / "tools/localcluster.py")]
+    state = ["--state", str(tmp_path / "state")]
+    up = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stderr
+    server = json.loads((tmp_path / "state/pids.json").read_text())["server"]
+    port = int(server.rsplit(":", 1)[1])
+    try:
+        again = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0
+        assert "already running" in again.stdout
+        assert (tmp_path / "state/bin/kubectl").exists()
+        ns = subprocess.run(
+            [str(tmp_path / "state/bin/kubectl"), "get", "ns", "default"],
+            capture_output=True,
+            text=True,
+            env={"KUBECONFIG": str(tmp_path / "state/kubeconfig")},
+            timeout=60,
+        )
+        assert ns.returncode == 0, ns.stderr
+    finally:
+        down = subprocess.run([*tool, "down", *state], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0
+    assert "stopped kube-apiserver" in down.stdout
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "kube-apiserver still listening"
+    twice = subprocess.run([*tool, "down", *state], capture_output=True, text=True, timeout=60)
+    assert twice.returncode == 0
+    assert "not running" in twice.stdout
