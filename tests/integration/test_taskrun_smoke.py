@@ -7,18 +7,32 @@ TEMPLATE = {"spec": {"containers": [{"name": "main", "image": "python:3.12-slim"
 
 
 def test_default_env_delivery(cluster: Cluster, namespace: str, canary: str) -> None:
-    cluster.create_secret(namespace, "my-secret", {"my_secret": canary},
-                          labels={"app.kubernetes.io/managed-by": "sesame"},
-                          annotations={"sesame.dev/key": "my_secret"})
+    cluster.create_secret(
+        namespace,
+        "my-secret",
+        {"my_secret": canary},
+        labels={"app.kubernetes.io/managed-by": "sesame"},
+        annotations={"sesame.dev/key": "my_secret"},
+    )
     with running_operator([namespace]) as runner:
         cluster.create_taskrun(namespace, "train", {"secrets": [{"key": "my_secret"}], "template": TEMPLATE})
         pod = eventually(lambda: cluster.pod(namespace, "train"), what="pod train")
         env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
         assert env["SESAME_SECRET_MY_SECRET"]["valueFrom"]["secretKeyRef"] == {
-            "name": "my-secret", "key": "my_secret", "optional": False}
-        status = eventually(lambda: cluster.taskrun(namespace, "train").get("status", {}).get("podName") and
-                            cluster.taskrun(namespace, "train")["status"], what="status")
+            "name": "my-secret",
+            "key": "my_secret",
+            "optional": False,
+        }
+        status = eventually(
+            lambda: (
+                cluster.taskrun(namespace, "train").get("status", {}).get("podName")
+                and cluster.taskrun(namespace, "train")["status"]
+            ),
+            what="status",
+        )
         assert status["phase"] == "Pending"
         cluster.set_pod_phase(namespace, "train", "Succeeded")
-        eventually(lambda: cluster.taskrun(namespace, "train")["status"]["phase"] == "Succeeded", what="Succeeded")
+        eventually(
+            lambda: cluster.taskrun(namespace, "train")["status"]["phase"] == "Succeeded", what="Succeeded"
+        )
     assert canary not in runner.output
