@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -50,8 +51,11 @@ def scratch() -> Iterator[Path]:
         yield Path(directory)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+# Property tests are derandomized (a fixed seed per test) so CI runs are reproducible; set
+# HYPOTHESIS_PROFILE=explore locally for fresh random examples.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.hookimpl(hookwrapper=True)
