@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import kopf
@@ -34,7 +35,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    memo["sesame_controller"] = Controller(api=api_client())
+    controller = Controller(api=api_client())
+    memo["sesame_controller"] = controller
+    threading.Thread(target=controller.retries.run, name="sesame-retries", daemon=True).start()
     port = int(os.environ.get("SESAME_METRICS_PORT") or 0)
     if port and port not in _metrics_ports:  # one server per process, even across in-process runs
         start_http_server(port, addr=os.environ.get("SESAME_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
@@ -46,4 +49,5 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def close(memo: kopf.Memo, **_: Any) -> None:
     controller = memo.get("sesame_controller")
     if controller is not None:
+        controller.retries.stop()
         controller.api.close()

@@ -7,10 +7,13 @@ no finalizers: the only writes are the pod, the TaskRun status and events.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,6 +30,7 @@ from sesame.requests import RequestError, parse_requests
 
 logger = logging.getLogger("sesame.controller")
 
+MAX_ATTEMPTS = 12  # about five minutes of backoff, capped at 30 s between attempts
 WAITING_REASONS = frozenset({Reason.SECRET_NOT_FOUND, Reason.KEY_NOT_FOUND})
 
 
@@ -58,11 +62,64 @@ class Waiting:
 
 
 @dataclass
+class Retries:
+    """Work that failed on a transient API error, retried with backoff by one background thread.
+
+    Kopf never retries watch-event handlers, so without this a 503 during an API server restart
+    would leave a TaskRun without its pod until its next watch-event.
+    """
+
+    condition: threading.Condition = field(default_factory=threading.Condition)
+    queue: list[tuple[float, int, str, Callable[[], None], int]] = field(default_factory=list)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+    stopped: bool = False
+
+    def schedule(self, key: str, work: Callable[[], None], attempt: int = 0) -> None:
+        delay = min(30.0, 0.5 * 2**attempt)
+        with self.condition:
+            heapq.heappush(self.queue, (time.monotonic() + delay, next(self.counter), key, work, attempt))
+            self.condition.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.condition:
+                while not self.stopped and (not self.queue or self.queue[0][0] > time.monotonic()):
+                    timeout = self.queue[0][0] - time.monotonic() if self.queue else None
+                    self.condition.wait(timeout)
+                if self.stopped:
+                    return
+                _, _, key, work, attempt = heapq.heappop(self.queue)
+            try:
+                work()
+            except Exception as error:
+                if attempt + 1 >= MAX_ATTEMPTS or not transient(error):
+                    logger.error(
+                        "giving up on %s after %s (attempt %d)", key, type(error).__name__, attempt + 1
+                    )
+                    continue
+                logger.warning("retrying %s after %s", key, type(error).__name__)
+                self.schedule(key, work, attempt + 1)
+
+    def stop(self) -> None:
+        with self.condition:
+            self.stopped = True
+            self.condition.notify_all()
+
+
+def transient(error: BaseException) -> bool:
+    """API errors worth retrying: throttling, server errors, connection trouble."""
+    if isinstance(error, ApiException):
+        return error.status in (None, 0, 408, 409, 429, 500, 502, 503, 504)
+    return isinstance(error, (OSError, ConnectionError, TimeoutError)) or "urllib3" in type(error).__module__
+
+
+@dataclass
 class Controller:
     """What the handlers share, kept in Kopf's memo."""
 
     api: client.ApiClient
     waiting: Waiting = field(default_factory=Waiting)
+    retries: Retries = field(default_factory=Retries)
     locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,8 +174,35 @@ def reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secre
     """Bring one TaskRun one step closer to "its pod exists with its secrets"."""
     meta = taskrun["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    with controller.lock_for(namespace, name):
-        _reconcile(controller, taskrun, secrets)
+    try:
+        with controller.lock_for(namespace, name):
+            _reconcile(controller, taskrun, secrets)
+    except Exception as error:
+        if not transient(error):
+            raise
+        logger.warning("TaskRun %s/%s: transient %s; will retry", namespace, name, type(error).__name__)
+        controller.retries.schedule(
+            f"taskrun {namespace}/{name}", lambda: _retry_reconcile(controller, taskrun, secrets)
+        )
+
+
+def _retry_reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: SecretIndex) -> None:
+    """Retry with the freshest TaskRun, since the failed attempt may have half-succeeded."""
+    meta = taskrun["metadata"]
+    try:
+        fresh = cast(
+            dict[str, Any],
+            controller.custom.get_namespaced_custom_object(
+                naming.API_GROUP, naming.API_VERSION, meta["namespace"], naming.TASKRUN_PLURAL, meta["name"]
+            ),
+        )
+    except ApiException as error:
+        if error.status == 404:
+            controller.forget(meta["namespace"], meta["name"])
+            return
+        raise
+    with controller.lock_for(meta["namespace"], meta["name"]):
+        _reconcile(controller, fresh, secrets)
 
 
 def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: SecretIndex) -> None:
@@ -218,8 +302,8 @@ def _pod_not_created(
     controller: Controller, taskrun: Mapping[str, Any], error: ApiException, generation: int
 ) -> None:
     """The API server refused the pod: permanent (invalid template) or worth a retry (5xx, 429)."""
-    if error.status in (429, 500, 502, 503, 504) or error.status is None:
-        raise kopf.TemporaryError(f"creating the pod failed with HTTP {error.status}; retrying", delay=2)
+    if transient(error):
+        raise error
     try:
         server_message = json.loads(error.body or "{}").get("message") or error.reason
     except (ValueError, AttributeError):
@@ -305,7 +389,14 @@ def pod_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     controller = controller_of(memo)
     if st.same_status(previous, new_status):
         return
-    _write(controller, taskrun, new_status)
+    try:
+        _write(controller, taskrun, new_status)
+    except Exception as error:
+        if not transient(error):
+            raise
+        key = f"pod {meta['namespace']}/{meta['name']}"
+        controller.retries.schedule(key, lambda: _write(controller, taskrun, new_status))
+        return
     phase = new_status["phase"]
     if phase != previous.get("phase") and phase in st.TERMINAL_PHASES:
         post_event(
