@@ -13,6 +13,6 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
         config.load_incluster_config()
         return client.ApiClient()
     # KUBECONFIG is read now, not when the client library was imported.
-    return config.new_client_from_config(
-        config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context
-    )
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    api: client.ApiClient = config.new_client_from_config(config_file=path, context=context)
+    return api
