@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STATE := .sesame
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv lint test demo cluster cluster-down cluster-status binaries bench bench-quick kind-up kind-e2e clean
+.PHONY: help venv lint test demo cluster cluster-down cluster-status binaries bench bench-quick kind-up kind-e2e kind-down clean
 
 help:
 	@echo "make demo          run Sesame end to end on the local control plane (or \$$KUBECONFIG)"
@@ -53,14 +53,22 @@ bench: venv binaries
 bench-quick: venv binaries
 	$(PY) -m bench.run --quick
 
-# A kind cluster for people with Docker; CI here uses the local control plane.
-KIND ?= kind
+# A kind cluster for people with Docker; CI here uses the local control plane. Tests marked
+# `local_plane` restart control-plane processes or need the API server to reach a loopback webhook,
+# so they run only on the local control plane.
+KIND_VERSION := v0.30.0
+KIND ?= $(shell command -v kind 2>/dev/null || echo "go run sigs.k8s.io/kind@$(KIND_VERSION)")
 KIND_CLUSTER ?= sesame
 kind-up:
+	mkdir -p $(STATE)
 	$(KIND) create cluster --name $(KIND_CLUSTER) --kubeconfig $(STATE)/kind-kubeconfig
 
-kind-e2e: venv kind-up
-	SESAME_KUBECONFIG=$(STATE)/kind-kubeconfig $(VENV)/bin/pytest -q tests/integration
+kind-e2e: venv binaries
+	@test -f $(STATE)/kind-kubeconfig || $(MAKE) kind-up
+	SESAME_KUBECONFIG=$(STATE)/kind-kubeconfig $(VENV)/bin/pytest -q -m "not local_plane" tests/integration
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf $(VENV) $(STATE) .mypy_cache .ruff_cache .pytest_cache
