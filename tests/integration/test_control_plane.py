@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.support.cluster import ROOT, Cluster, eventually
 
 
+@pytest.mark.local_plane
 def test_binaries_report_the_pinned_release(cluster: Cluster) -> None:
     versions = dict(
         line.split("=", 1)
