@@ -5,7 +5,7 @@ adapters, so `kopf run -m sesame.manager` and `sesame operator run` load the sam
 Configuration comes from the environment so both entry points agree:
 
   SESAME_METRICS_PORT   serve Prometheus metrics on this port (0 or unset: off)
-  SESAME_WEBHOOK        "on" to serve the pod admission webhook (see sesame.webhook)
+  SESAME_WEBHOOK        off | local | service: the pod admission webhook (see sesame.webhook.options)
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from sesame.controller import taskruns  # noqa: F401  (registers handlers)
 from sesame.controller.taskruns import Controller
 from sesame.kube import inventory  # noqa: F401  (registers the Secret index)
 from sesame.kube.client import api_client
+from sesame.webhook import handler as webhook_handler  # noqa: F401  (registers the admission handler)
+from sesame.webhook.server import close_webhook, configure_webhook
 
 logger = logging.getLogger("sesame.manager")
 _metrics_ports: set[int] = set()
@@ -35,6 +37,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    configure_webhook(settings, memo)
     controller = Controller(api=api_client())
     memo["sesame_controller"] = controller
     threading.Thread(target=controller.retries.run, name="sesame-retries", daemon=True).start()
@@ -47,6 +50,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 @kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
+    close_webhook(memo)
     controller = memo.get("sesame_controller")
     if controller is not None:
         controller.retries.stop()

@@ -1,0 +1,128 @@
+"""Serving the admission webhook: TLS, Kopf's WebhookServer, and registration of the configuration.
+
+`configure_webhook` is the one call the operator's startup makes. With SESAME_WEBHOOK=off it
+installs a server that never listens (Kopf refuses to start with admission handlers and no
+server); with `local` or `service` it prepares the certificates and a `kopf.WebhookServer`. The
+MutatingWebhookConfiguration is written when that server is actually listening (and again when
+provided certificate files change), so the API server is never pointed at a port nobody serves
+with a CA that is not in use. It is deliberately NOT removed at exit: with `failurePolicy: Fail`
+a stopped Sesame refuses labelled pods instead of letting them run without their secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+
+from sesame.kube.client import api_client
+from sesame.webhook import certificates, configuration
+from sesame.webhook.handler import HANDLER_ID, MEMO_KEY, WebhookRuntime
+from sesame.webhook.options import OptionsError, WebhookOptions, from_env
+
+logger = logging.getLogger("sesame.webhook")
+
+
+class NoWebhookServer:
+    """SESAME_WEBHOOK=off: the admission handler stays registered but nothing listens."""
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        await asyncio.Event().wait()
+        return
+        yield  # an async generator that never yields
+
+
+def _fill_namespace(request: Any) -> None:
+    """Pods created without metadata.namespace take it from the request path; Kopf reads the body."""
+    payload = request.get("request") if isinstance(request, dict) else None
+    if not isinstance(payload, dict):
+        return
+    namespace, obj = payload.get("namespace"), payload.get("object")
+    if namespace and isinstance(obj, dict):
+        metadata = obj.setdefault("metadata", {})
+        if isinstance(metadata, dict) and not metadata.get("namespace"):
+            metadata["namespace"] = namespace
+
+
+class SesameWebhookServer(kopf.WebhookServer):
+    """Kopf's HTTPS server plus: the namespace from the request, and registration once listening."""
+
+    def __init__(
+        self, options: WebhookOptions, files: certificates.CertificateFiles, runtime: WebhookRuntime
+    ) -> None:
+        super().__init__(
+            addr=options.addr,
+            port=options.port,
+            host=options.host,
+            certfile=str(files.cert),
+            pkeyfile=str(files.key),
+            cafile=str(files.ca),
+        )
+        self.options = options
+        self.runtime = runtime
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async def with_namespace(request: Any, **kwargs: Any) -> Any:
+            _fill_namespace(request)
+            return await fn(request, **kwargs)
+
+        async for client_config in super().__call__(with_namespace):
+            body = configuration_for(self.options, client_config)
+            await asyncio.to_thread(configuration.apply_configuration, self.runtime.api, body)
+            yield client_config
+
+
+def configuration_for(options: WebhookOptions, served: kopf.WebhookClientConfig) -> dict[str, Any]:
+    """The configuration for what the server reports it serves (its URL and CA bundle)."""
+    ca_bundle = served.get("caBundle")
+    if options.mode == "service":
+        assert options.service is not None
+        client_config = configuration.service_client_config(
+            options.service.namespace, options.service.name, options.service.port, HANDLER_ID, ca_bundle
+        )
+    else:
+        base = served.get("url") or f"https://{options.host}:{options.port}"
+        client_config = configuration.url_client_config(base, HANDLER_ID, ca_bundle)
+    return configuration.build_configuration(
+        name=options.config_name,
+        client_config=client_config,
+        timeout_seconds=options.timeout_seconds,
+        excluded_namespaces=options.excluded_namespaces,
+        only_namespaces=options.only_namespaces,
+    )
+
+
+def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> WebhookOptions:
+    """Startup: set `settings.admission.server` for the mode in SESAME_WEBHOOK; never Kopf's managed mode."""
+    try:
+        options = from_env()
+    except OptionsError as error:
+        raise kopf.PermanentError(str(error)) from None  # a setting that cannot work: do not start
+    settings.admission.managed = None  # Sesame owns its configuration (see sesame.webhook.configuration)
+    if not options.enabled:
+        settings.admission.server = NoWebhookServer()
+        return options
+    try:
+        files = certificates.ensure(options.cert_dir, options.certificate_hosts)
+    except (certificates.CertificateError, OSError) as error:
+        raise kopf.PermanentError(f"webhook certificates: {error}") from None
+    runtime = WebhookRuntime(api=api_client())
+    memo[MEMO_KEY] = runtime
+    settings.admission.server = SesameWebhookServer(options, files, runtime)
+    logger.info(
+        "pod admission webhook (%s mode) on %s:%d, configuration %s",
+        options.mode,
+        options.addr,
+        options.port,
+        options.config_name,
+    )
+    return options
+
+
+def close_webhook(memo: kopf.Memo) -> None:
+    runtime = memo.get(MEMO_KEY)
+    if isinstance(runtime, WebhookRuntime):
+        runtime.api.close()
