@@ -80,7 +80,7 @@ def fix_hint(request: SecretRequest, namespace: str) -> str:
     if request.from_secret:
         return (
             f"create Secret {request.from_secret!r} with data key {request.data_key!r} in namespace "
-            f"{namespace!r} (or fix spec.secrets 'from')"
+            f"{namespace!r} (or fix the request's 'from')"
         )
     return f"run `sesame create secret --namespace {namespace} {request.key}`"
 
