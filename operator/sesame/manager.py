@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from sesame import metrics
 from sesame.controller import taskruns  # noqa: F401  (registers handlers)
 from sesame.controller.taskruns import Controller
 from sesame.kube import inventory  # noqa: F401  (registers the Secret index)
@@ -37,9 +38,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # No cluster-wide namespace/CRD observation: Sesame serves exact namespaces (or all of them) and
+    # its CRDs exist before it starts, so the chart's least-privilege RBAC grants neither (without
+    # this, Kopf retries the forbidden list for a minute, blocking startup with --namespace).
+    settings.scanning.disabled = True
     configure_webhook(settings, memo)
     controller = Controller(api=api_client())
     memo["sesame_controller"] = controller
+    metrics.observe_runtime(settings.execution.executor, controller.waiting.count)
     threading.Thread(target=controller.retries.run, name="sesame-retries", daemon=True).start()
     port = int(os.environ.get("SESAME_METRICS_PORT") or 0)
     if port and port not in _metrics_ports:  # one server per process, even across in-process runs

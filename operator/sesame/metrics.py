@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -30,6 +31,24 @@ WAITING_TASKRUNS = Gauge("sesame_taskruns_waiting_for_secrets", "TaskRuns held b
 HANDLERS_IN_FLIGHT = Gauge(
     "sesame_handlers_in_flight", "Watch-events being handled right now (the operator's backlog)", ["resource"]
 )
+
+HANDLER_BACKLOG = Gauge(
+    "sesame_handler_backlog",
+    "Handler calls queued for a free worker thread: Kopf's backlog (grows when every worker is busy)",
+)
+HANDLER_WORKERS = Gauge("sesame_handler_workers", "Worker threads that run handlers (SESAME_WORKERS)")
+
+
+def observe_runtime(executor: object, waiting: Callable[[], int]) -> None:
+    """Gauges computed at scrape time: Kopf's handler backlog and the TaskRuns waiting for a secret.
+
+    Kopf runs every sync handler through `settings.execution.executor` (a ThreadPoolExecutor), so
+    the calls queued in front of it are the watch-events Kopf has received but not yet handled.
+    """
+    queue = getattr(executor, "_work_queue", None)
+    HANDLER_BACKLOG.set_function(lambda: float(queue.qsize()) if queue is not None else 0.0)
+    HANDLER_WORKERS.set_function(lambda: float(getattr(executor, "_max_workers", 0)))
+    WAITING_TASKRUNS.set_function(lambda: float(waiting()))
 
 
 def observe_pod_created(creation_timestamp: str | None) -> None:

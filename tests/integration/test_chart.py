@@ -1,0 +1,508 @@
+"""The Helm chart against the real API server: every rendered object passes server-side validation,
+`helm install` works, and the chart's RBAC is SUFFICIENT: the operator, run in-process with the
+token of the chart's own ServiceAccount, takes a TaskRun from its Secret to Succeeded, in both
+RBAC modes (ClusterRole for every namespace; a Role per listed namespace). `kubectl auth can-i`
+then shows what that identity cannot do. The minimal side (nothing beyond the reviewed list) is
+tests/unit/test_chart_rbac.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import kube_config
+
+from tests.support.cluster import Cluster, eventually
+from tests.support.operator import runner_log_on_failure, running_operator
+from tests.unit.test_chart_rbac import CHART, KUBE_VERSION, helm_template, set_args
+
+THIRD_PARTY_CRDS = Path(__file__).resolve().parents[1] / "data" / "third-party-crds.yaml"
+TEMPLATE = {"spec": {"containers": [{"name": "main", "image": "python:3.12-slim", "command": ["true"]}]}}
+# The only warning an operator run in a thread (KopfRunner) logs by itself.
+EXPECTED_WARNINGS = ("OS signals are ignored: running not in the main thread",)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def run(cluster: Cluster, *command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(command), input=stdin, capture_output=True, text=True, check=False, env=cluster.env()
+    )
+
+
+@pytest.fixture(scope="module")
+def third_party_crds(cluster: Cluster) -> Iterator[None]:
+    """Stand-in cert-manager and prometheus-operator CRDs (schemas accept anything)."""
+    kubectl = cluster.kubectl()
+    applied = run(cluster, kubectl, "apply", "--server-side", "-f", str(THIRD_PARTY_CRDS))
+    assert applied.returncode == 0, applied.stderr
+    waited = run(
+        cluster, kubectl, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(THIRD_PARTY_CRDS)
+    )
+    assert waited.returncode == 0, waited.stderr
+    yield
+    run(cluster, kubectl, "delete", "--ignore-not-found", "--wait=false", "-f", str(THIRD_PARTY_CRDS))
+
+
+@pytest.fixture
+def namespaces(cluster: Cluster) -> Iterator[list[str]]:
+    """Extra namespaces a test asks for by calling `make(prefix)`; all deleted afterwards."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        cluster.delete_namespace(name)
+
+
+def make_namespace(cluster: Cluster, made: list[str], prefix: str) -> str:
+    name = unique(prefix)
+    cluster.create_namespace(name)
+    made.append(name)
+    return name
+
+
+# --- every rendered object, validated by the API server ------------------------------------------
+
+
+DRY_RUN_COMBOS: list[tuple[str, list[str]]] = [
+    ("default", []),
+    ("webhook-off", ["webhook.enabled=false"]),
+    ("namespaces", ["watchNamespaces={WATCHED}"]),
+    (
+        "certmanager-servicemonitor",
+        ["webhook.certManager.enabled=true", "metrics.serviceMonitor.enabled=true"],
+    ),
+    (
+        "namespaces-certmanager-issuerref-servicemonitor",
+        [
+            "watchNamespaces={WATCHED}",
+            "webhook.certManager.enabled=true",
+            "webhook.certManager.issuerRef.name=corp-ca",
+            "webhook.certManager.issuerRef.kind=ClusterIssuer",
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.labels.release=prometheus",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("combo", "values"), DRY_RUN_COMBOS, ids=[c for c, _ in DRY_RUN_COMBOS])
+def test_every_rendered_object_passes_server_side_dry_run(
+    cluster: Cluster, third_party_crds: None, namespaces: list[str], combo: str, values: list[str]
+) -> None:
+    release_ns = make_namespace(cluster, namespaces, "sesame-system")
+    watched = ",".join(make_namespace(cluster, namespaces, "team") for _ in range(2))
+    values = [v.replace("WATCHED", watched) for v in values]
+    rendered = helm_template(values, release="sesame", namespace=release_ns, include_crds=True).stdout
+    objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    result = run(cluster, cluster.kubectl(), "apply", "--dry-run=server", "-f", "-", stdin=rendered)
+    assert result.returncode == 0, result.stderr
+    for obj in objects:
+        kind = obj["kind"].lower()
+        assert re.search(
+            rf"^{re.escape(kind)}(\.\S+)?/{re.escape(obj['metadata']['name'])} ", result.stdout, re.M
+        ), f"{obj['kind']}/{obj['metadata']['name']} missing from:\n{result.stdout}"
+    kinds = {o["kind"] for o in objects}
+    assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "Service", "ConfigMap"} <= kinds
+    if "webhook.certManager.enabled=true" in values:
+        assert {"Certificate"} <= kinds
+    if "metrics.serviceMonitor.enabled=true" in values:
+        assert "ServiceMonitor" in kinds
+
+
+# --- install, then run the operator as the chart's ServiceAccount --------------------------------
+
+
+@contextlib.contextmanager
+def installed(cluster: Cluster, release: str, namespace: str, values: Sequence[str]) -> Iterator[None]:
+    """`helm install` (no --wait: no kubelet runs the operator pod here); `helm uninstall` after."""
+    result = run(
+        cluster,
+        cluster.helm(),
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        *set_args(values),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kubectl apply --server-side -f sesame/crds/" in result.stdout, result.stdout
+    try:
+        yield
+    finally:
+        removed = run(cluster, cluster.helm(), "uninstall", release, "--namespace", namespace, "--wait")
+        assert removed.returncode == 0, removed.stderr
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, name: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a fresh bound token."""
+    token = cluster.core.create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    server = dict(next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"])
+    if "certificate-authority" in server:  # relative paths are relative to the admin kubeconfig
+        server["certificate-authority"] = str(
+            (cluster.kubeconfig.parent / server["certificate-authority"]).resolve()
+        )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": server}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": name}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def as_service_account(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, namespace: str, name: str
+) -> Iterator[Path]:
+    """KUBECONFIG (and the client library's cached default path, which Kopf's login reads) point at
+    the ServiceAccount's kubeconfig inside the block, and at the admin's again afterwards."""
+    path = service_account_kubeconfig(cluster, namespace, name, tmp_path / f"{name}.kubeconfig")
+    with monkeypatch.context() as patch:
+        patch.setenv("KUBECONFIG", str(path))
+        patch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+        yield path
+
+
+def operator_core_flow(cluster: Cluster, namespace: str, canary: str, name: str = "train") -> None:
+    """Secret exists -> TaskRun -> pod with secretKeyRef -> pod Succeeded -> TaskRun Succeeded."""
+    cluster.create_secret(
+        namespace,
+        "my-secret",
+        {"my_secret": canary},
+        labels={"app.kubernetes.io/managed-by": "sesame"},
+        annotations={"sesame.dev/key": "my_secret"},
+    )
+    cluster.create_taskrun(namespace, name, {"secrets": [{"key": "my_secret"}], "template": TEMPLATE})
+    pod = eventually(lambda: cluster.pod(namespace, name), what=f"pod {namespace}/{name}")
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    ref = env["SESAME_SECRET_MY_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("my-secret", "my_secret")
+    eventually(
+        lambda: (cluster.taskrun(namespace, name).get("status") or {}).get("podName"),
+        what="status.podName (taskruns/status patch)",
+    )
+    cluster.set_pod_phase(namespace, name, "Succeeded")
+    eventually(
+        lambda: (cluster.taskrun(namespace, name).get("status") or {}).get("phase") == "Succeeded",
+        what="TaskRun Succeeded",
+    )
+    # Events are posted by Kopf in the background; a 403 there would only be logged.
+    eventually(
+        lambda: (
+            {
+                e.reason
+                for e in cluster.core.list_namespaced_event(namespace).items
+                if e.involved_object.name == name and e.involved_object.kind == "TaskRun"
+            }
+            >= {"PodCreated"}
+        ),
+        what="the operator's PodCreated event (events create)",
+    )
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def webhook_injects(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    """A labelled pod asking for my_secret, created as dry-run: the webhook's answer, or None."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "plain",
+            "labels": {"sesame.dev/inject": "true"},
+            "annotations": {"sesame.dev/secrets": json.dumps([{"key": "my_secret"}])},
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]},
+    }
+    core: Any = cluster.core
+    try:
+        created = core.create_namespaced_pod(namespace, body, dry_run="All")
+    except ApiException:  # failurePolicy Fail while the webhook server starts
+        return None
+    pod: dict[str, Any] = cluster.api.sanitize_for_serialization(created)
+    return pod if "sesame.dev/injected" in (pod["metadata"].get("annotations") or {}) else None
+
+
+def assert_clean_log(output: str) -> None:
+    """No 403 anywhere (Kopf only logs a refused event post or a refused optional watch), and no
+    warning or error at all beyond the one a thread-hosted operator always logs."""
+    refused = [line for line in output.splitlines() if re.search(r"\b403\b|forbidden", line, re.IGNORECASE)]
+    assert not refused, "the chart's RBAC refused the operator:\n" + "\n".join(refused[:20])
+    noisy = [
+        line
+        for line in output.splitlines()
+        if re.search(r"\[(WARNING|ERROR|CRITICAL) *\]", line)
+        and not any(ok in line for ok in EXPECTED_WARNINGS)
+    ]
+    assert not noisy, "unexpected warnings or errors:\n" + "\n".join(noisy[:20])
+
+
+def can_i(cluster: Cluster, subject: str, verb: str, resource: str, *scope: str) -> bool:
+    result = run(cluster, cluster.kubectl(), "auth", "can-i", verb, resource, f"--as={subject}", *scope)
+    assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def assert_webhook_configuration_rights(cluster: Cluster, sa: str, kubeconfig: Path) -> None:
+    """The webhook's one object: create it, read and patch it as the ServiceAccount; nothing else."""
+    assert can_i(cluster, sa, "create", "mutatingwebhookconfigurations")
+    for verb in ("get", "update"):
+        assert can_i(cluster, sa, verb, "mutatingwebhookconfigurations/sesame")
+        assert not can_i(cluster, sa, verb, "mutatingwebhookconfigurations/other")
+    for verb in ("list", "watch", "patch", "delete"):
+        assert not can_i(cluster, sa, verb, "mutatingwebhookconfigurations/sesame")
+    assert not can_i(cluster, sa, "get", "validatingwebhookconfigurations/sesame")
+
+    body = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
+    body += "metadata: {name: sesame}\nwebhooks: []\n"
+    as_sa = {**cluster.env(), "KUBECONFIG": str(kubeconfig)}
+    try:
+        created = subprocess.run(
+            [cluster.kubectl(), "create", "-f", "-"], input=body, capture_output=True, text=True, env=as_sa
+        )
+        assert created.returncode == 0, created.stderr
+        # What apply_configuration does when it exists: read it, then replace it whole.
+        read = subprocess.run(
+            [cluster.kubectl(), "get", "mutatingwebhookconfiguration", "sesame", "-o", "yaml"],
+            capture_output=True,
+            text=True,
+            env=as_sa,
+        )
+        assert read.returncode == 0, read.stderr
+        replaced = subprocess.run(
+            [cluster.kubectl(), "replace", "-f", "-"],
+            input=read.stdout,
+            capture_output=True,
+            text=True,
+            env=as_sa,
+        )
+        assert replaced.returncode == 0, replaced.stderr
+        deleted = subprocess.run(
+            [cluster.kubectl(), "delete", "mutatingwebhookconfiguration", "sesame"],
+            capture_output=True,
+            text=True,
+            env=as_sa,
+        )
+        assert deleted.returncode != 0
+        assert "forbidden" in deleted.stderr.lower()
+    finally:
+        run(
+            cluster,
+            cluster.kubectl(),
+            "delete",
+            "--ignore-not-found",
+            "mutatingwebhookconfiguration",
+            "sesame",
+        )
+
+
+def test_cluster_wide_install_is_sufficient(
+    cluster: Cluster,
+    namespace: str,
+    namespaces: list[str],
+    canary: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    release_ns = make_namespace(cluster, namespaces, "sesame-system")
+    release = unique("sesame")
+    sa = f"system:serviceaccount:{release_ns}:{release}"
+    with installed(cluster, release, release_ns, []):
+        roles = run(cluster, cluster.kubectl(), "get", "clusterrole", f"{release}-operator", "-o", "name")
+        assert roles.returncode == 0, roles.stderr
+        # The webhook too, in local mode (no kubelet or Service network here), writing the one
+        # configuration the chart lets it write, scoped to this test's namespace.
+        monkeypatch.setenv("SESAME_WEBHOOK", "local")
+        monkeypatch.setenv("SESAME_WEBHOOK_PORT", str(free_port()))
+        monkeypatch.setenv("SESAME_WEBHOOK_CERT_DIR", str(tmp_path / "certs"))
+        monkeypatch.setenv("SESAME_WEBHOOK_CONFIG_NAME", "sesame")
+        monkeypatch.setenv("SESAME_WEBHOOK_NAMESPACES", namespace)
+        monkeypatch.setenv("SESAME_NAMESPACE", release_ns)
+        try:
+            with (
+                as_service_account(cluster, monkeypatch, tmp_path, release_ns, release) as kubeconfig,
+                running_operator([], ["--all-namespaces"]) as runner,
+            ):
+                operator_core_flow(cluster, namespace, canary)
+                injected = eventually(
+                    lambda: webhook_injects(cluster, namespace), timeout=60, what="the webhook to inject"
+                )
+                ref = injected["spec"]["containers"][0]["env"]
+                assert {"name": "my-secret", "key": "my_secret", "optional": False} in [
+                    e.get("valueFrom", {}).get("secretKeyRef") for e in ref
+                ]
+        finally:
+            run(
+                cluster,
+                cluster.kubectl(),
+                "delete",
+                "--ignore-not-found",
+                "mutatingwebhookconfiguration",
+                "sesame",
+            )
+        assert_clean_log(runner.output)
+        assert canary not in runner.output
+
+        # Reads Secrets everywhere (it serves every namespace), writes none anywhere.
+        assert can_i(cluster, sa, "list", "secrets", "--all-namespaces")
+        assert can_i(cluster, sa, "get", "secrets", "-n", namespace)
+        for verb in ("create", "update", "patch", "delete", "deletecollection"):
+            assert not can_i(cluster, sa, verb, "secrets", "-n", namespace), verb
+            assert not can_i(cluster, sa, verb, "secrets", "--all-namespaces"), verb
+        for verb, resource in [
+            ("delete", "pods"),
+            ("update", "pods"),
+            ("patch", "pods"),
+            ("update", "taskruns.sesame.dev"),
+            ("delete", "taskruns.sesame.dev"),
+            ("create", "taskruns.sesame.dev"),
+            ("list", "configmaps"),
+            ("list", "namespaces"),
+        ]:
+            assert not can_i(cluster, sa, verb, resource, "-n", namespace), (verb, resource)
+        # (`kubectl auth can-i VERB pods/exec` would ask about a pod NAMED exec: use --subresource.)
+        for verb, resource, subresource in [
+            ("create", "pods", "exec"),
+            ("get", "pods", "log"),
+            ("create", "pods", "eviction"),
+            ("create", "serviceaccounts", "token"),
+            ("update", "taskruns.sesame.dev", "status"),
+        ]:
+            assert not can_i(cluster, sa, verb, resource, "-n", namespace, f"--subresource={subresource}")
+        assert can_i(cluster, sa, "patch", "taskruns.sesame.dev", "-n", namespace, "--subresource=status")
+        assert can_i(
+            cluster, sa, "update", "taskruns.sesame.dev", "-n", namespace, "--subresource=finalizers"
+        )
+        assert_webhook_configuration_rights(cluster, sa, kubeconfig)
+    gone = run(cluster, cluster.kubectl(), "get", "clusterrole", f"{release}-operator", "-o", "name")
+    assert gone.returncode != 0, "helm uninstall left the ClusterRole behind"
+
+
+def test_namespace_list_install_is_sufficient(
+    cluster: Cluster,
+    namespaces: list[str],
+    canary: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    release_ns = make_namespace(cluster, namespaces, "sesame-system")
+    team_a, team_b = (
+        make_namespace(cluster, namespaces, "team-a"),
+        make_namespace(cluster, namespaces, "team-b"),
+    )
+    outside = make_namespace(cluster, namespaces, "outside")
+    cluster.create_secret(outside, "not-yours", {"token": canary})
+    release = unique("sesame")
+    sa = f"system:serviceaccount:{release_ns}:{release}"
+    values = [f"watchNamespaces={{{team_a},{team_b}}}", "webhook.enabled=false"]
+    with installed(cluster, release, release_ns, values):
+        with (
+            as_service_account(cluster, monkeypatch, tmp_path, release_ns, release),
+            running_operator([team_a, team_b]) as runner,
+        ):
+            operator_core_flow(cluster, team_a, canary)
+            operator_core_flow(cluster, team_b, canary, name="second")
+        assert_clean_log(runner.output)
+        assert canary not in runner.output
+
+        for watched in (team_a, team_b):
+            assert can_i(cluster, sa, "list", "secrets", "-n", watched)
+            assert can_i(cluster, sa, "create", "pods", "-n", watched)
+            for verb in ("create", "update", "patch", "delete"):
+                assert not can_i(cluster, sa, verb, "secrets", "-n", watched), verb
+        # Nothing outside the list: not its Secrets, not its pods, nothing cluster-wide.
+        for verb, resource in [
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "pods"),
+        ]:
+            assert not can_i(cluster, sa, verb, resource, "-n", outside), (verb, resource)
+            assert not can_i(cluster, sa, verb, resource, "-n", release_ns), (verb, resource)
+            assert not can_i(cluster, sa, verb, resource, "--all-namespaces"), (verb, resource)
+        # webhook.enabled=false: no webhook configuration rights at all.
+        assert not can_i(cluster, sa, "create", "mutatingwebhookconfigurations")
+        assert not can_i(cluster, sa, "get", "mutatingwebhookconfigurations/sesame")
+    # The Roles went with the release.
+    left = run(cluster, cluster.kubectl(), "get", "role", f"{release}-operator", "-n", team_a, "-o", "name")
+    assert left.returncode != 0
+
+
+def test_peering_install_is_sufficient(
+    cluster: Cluster,
+    third_party_crds: None,
+    namespace: str,
+    namespaces: list[str],
+    canary: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """replicas > 1: the chart's peering CRDs, peering object and RBAC let Kopf peering work."""
+    release_ns = make_namespace(cluster, namespaces, "sesame-system")
+    release = unique("sesame")
+    sa = f"system:serviceaccount:{release_ns}:{release}"
+    values = ["replicas=2", "webhook.certManager.enabled=true"]
+    with installed(cluster, release, release_ns, values):
+        peering = cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release)
+        assert not peering.get("status")
+        args = ["run", "--verbose", "-m", "sesame.manager", "--all-namespaces", "--peering", release]
+        with (
+            as_service_account(cluster, monkeypatch, tmp_path, release_ns, release),
+            KopfRunner([*args, "--priority", "7"], timeout=60) as runner,
+        ):
+            try:
+                peers = eventually(
+                    lambda: cluster.custom.get_cluster_custom_object(
+                        "kopf.dev", "v1", "clusterkopfpeerings", release
+                    ).get("status"),
+                    what="this replica's keep-alive in the ClusterKopfPeering (patch)",
+                )
+                assert [peer["priority"] for peer in peers.values()] == [7]
+                operator_core_flow(cluster, namespace, canary)
+            except BaseException:
+                runner_log_on_failure.append(runner)
+                raise
+        assert runner.exception is None, runner.exception
+        assert_clean_log(runner.output)
+        assert can_i(cluster, sa, "patch", f"clusterkopfpeerings.kopf.dev/{release}")
+        assert not can_i(cluster, sa, "patch", "clusterkopfpeerings.kopf.dev/someone-else")
+        assert not can_i(cluster, sa, "create", "clusterkopfpeerings.kopf.dev")
+        assert not can_i(cluster, sa, "delete", f"clusterkopfpeerings.kopf.dev/{release}")
+
+
+def test_helm_lint_and_template_for_the_live_kube_version(cluster: Cluster) -> None:
+    """The chart's kubeVersion constraint accepts the control plane's real version."""
+    version = run(cluster, cluster.kubectl(), "version", "-o", "json")
+    assert version.returncode == 0, version.stderr
+    server: dict[str, Any] = yaml.safe_load(version.stdout)["serverVersion"]
+    assert server["gitVersion"] == f"v{KUBE_VERSION}"
+    result = run(cluster, cluster.helm(), "install", "probe", str(CHART), "--dry-run=server", "-n", "default")
+    assert result.returncode == 0, result.stderr
+    assert "NOTES:" in result.stdout
