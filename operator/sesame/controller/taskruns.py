@@ -7,6 +7,8 @@ no finalizers: the only writes are the pod, the TaskRun status and events.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import heapq
 import itertools
 import json
@@ -75,6 +77,10 @@ class Retries:
     stopped: bool = False
 
     def schedule(self, key: str, work: Callable[[], None], attempt: int = 0) -> None:
+        if attempt == 0:
+            # Run it in the scheduling handler's context: kopf.event() needs Kopf's context
+            # variables, and a plain thread has none (the retry would fail with LookupError).
+            work = functools.partial(contextvars.copy_context().run, work)
         delay = min(30.0, 0.5 * 2**attempt)
         with self.condition:
             heapq.heappush(self.queue, (time.monotonic() + delay, next(self.counter), key, work, attempt))
