@@ -1,0 +1,251 @@
+"""The task-side SDK: finds a secret however it was delivered, fails with a message that says
+what to add, and never puts a value in an exception."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sesame
+from sesame import naming
+from sesame.sdk import Secret, SecretDeliveryError, SecretNotFoundError, Secrets, taskrun_manifest
+
+KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+valid_keys = st.text(KEY_ALPHABET, min_size=1, max_size=60).filter(lambda k: naming.key_problem(k) is None)
+VALUE = "s3cr3t-value"
+
+
+def test_get_reads_the_default_env_var() -> None:
+    secrets = Secrets({"SESAME_SECRET_MY_SECRET": VALUE})
+    assert secrets.get(key="my_secret") == VALUE
+
+
+def test_get_reads_a_custom_env_var_through_the_names_map() -> None:
+    environ = {
+        naming.ENV_VARS_ENV: json.dumps({"my_union_api_key": "UNION_API_KEY"}),
+        "UNION_API_KEY": VALUE,
+    }
+    assert Secrets(environ).get(key="my_union_api_key") == VALUE
+
+
+def test_custom_env_var_wins_over_the_default_and_default_is_the_fallback() -> None:
+    names = json.dumps({"k": "CUSTOM"})
+    both = {naming.ENV_VARS_ENV: names, "CUSTOM": "custom", "SESAME_SECRET_K": "default"}
+    assert Secrets(both).get(key="k") == "custom"
+    only_default = {naming.ENV_VARS_ENV: names, "SESAME_SECRET_K": "default"}
+    assert Secrets(only_default).get(key="k") == "default"
+
+
+def test_a_malformed_names_map_falls_back_to_the_default_env_var() -> None:
+    environ = {naming.ENV_VARS_ENV: "{not json", "SESAME_SECRET_K": VALUE}
+    assert Secrets(environ).get(key="k") == VALUE
+
+
+def test_get_honours_a_changed_env_prefix() -> None:
+    environ = {naming.ENV_PREFIX_ENV: "APP_", "APP_MY_SECRET": VALUE}
+    assert Secrets(environ).get(key="my_secret") == VALUE
+
+
+def test_get_reads_a_file_under_the_secrets_dir(tmp_path: Path) -> None:
+    (tmp_path / "my_file_secret").write_bytes(b"line1\r\nline2\n")
+    secrets = Secrets({naming.SECRETS_DIR_ENV: str(tmp_path)})
+    assert secrets.get(key="my_file_secret") == "line1\r\nline2\n"  # byte-exact, no newline translation
+    assert secrets.get_secrets_file("my_file_secret") == str(tmp_path / "my_file_secret")
+    assert secrets.get_bytes("my_file_secret") == b"line1\r\nline2\n"
+
+
+def test_files_are_found_through_kubelet_style_symlinks(tmp_path: Path) -> None:
+    version = tmp_path / "..2026_01_01_00_00_00.1"
+    version.mkdir()
+    (version / "k").write_text(VALUE)
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / "k").symlink_to("..data/k")
+    assert Secrets({naming.SECRETS_DIR_ENV: str(tmp_path)}).get(key="k") == VALUE
+
+
+def test_binary_file_needs_get_bytes(tmp_path: Path) -> None:
+    blob = bytes(range(256))
+    (tmp_path / "keystore").write_bytes(blob)
+    secrets = Secrets({naming.SECRETS_DIR_ENV: str(tmp_path)})
+    assert secrets.get_bytes("keystore") == blob
+    with pytest.raises(SecretDeliveryError, match="get_bytes"):
+        secrets.get(key="keystore")
+
+
+def test_get_bytes_of_an_env_var_undoes_surrogateescape() -> None:
+    raw = b"\xff\x00abc"
+    environ = {"SESAME_SECRET_K": os.fsdecode(raw)}
+    assert Secrets(environ).get_bytes("k") == raw
+    with pytest.raises(SecretDeliveryError) as caught:
+        Secrets(environ).get(key="k")
+    assert os.fsdecode(raw) not in str(caught.value)
+
+
+def test_an_empty_secrets_dir_variable_does_not_mean_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "k").write_text(VALUE)
+    with pytest.raises(SecretNotFoundError):
+        Secrets({naming.SECRETS_DIR_ENV: ""}).get(key="k")
+
+
+def test_get_secrets_file_of_an_env_delivered_secret_says_how_to_get_a_file() -> None:
+    with pytest.raises(SecretDeliveryError) as caught:
+        Secrets({"SESAME_SECRET_MY_SECRET": VALUE}).get_secrets_file("my_secret")
+    message = str(caught.value)
+    assert "SESAME_SECRET_MY_SECRET" in message
+    assert "mountRequirement: FILE" in message
+    assert VALUE not in message
+
+
+def test_missing_secret_names_the_key_and_the_entry_to_add(tmp_path: Path) -> None:
+    secrets = Secrets({naming.SECRETS_DIR_ENV: str(tmp_path)})
+    with pytest.raises(SecretNotFoundError) as caught:
+        secrets.get(key="my_secret")
+    message = str(caught.value)
+    assert "'my_secret'" in message
+    assert "`- {key: my_secret}`" in message
+    assert "spec.secrets" in message
+    assert "SESAME_SECRET_MY_SECRET" in message  # how to run it locally
+    assert isinstance(caught.value, KeyError)  # code that catches KeyError keeps working
+
+    with pytest.raises(SecretNotFoundError) as file_caught:
+        secrets.get_secrets_file("gcp_sa")
+    assert "`- {key: gcp_sa, mountRequirement: FILE}`" in str(file_caught.value)
+    assert str(tmp_path / "gcp_sa") in str(file_caught.value)
+
+
+def test_missing_secret_message_mentions_no_other_value() -> None:
+    environ = {"SESAME_SECRET_OTHER": VALUE, naming.ENV_VARS_ENV: json.dumps({"x": "X"})}
+    with pytest.raises(SecretNotFoundError) as caught:
+        Secrets(environ).get(key="absent")
+    assert VALUE not in str(caught.value)
+    assert VALUE not in repr(caught.value)
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "a/b", "", ".."])
+def test_keys_cannot_walk_out_of_the_secrets_directory(key: str, tmp_path: Path) -> None:
+    inner = tmp_path / "secrets"
+    inner.mkdir()
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root")
+    secrets = Secrets({naming.SECRETS_DIR_ENV: str(inner)})
+    with pytest.raises(ValueError, match="invalid secret key"):
+        secrets.get(key=key)
+    with pytest.raises(ValueError, match="invalid secret key"):
+        secrets.get_secrets_file(key)
+
+
+def test_current_context_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESAME_SECRET_FROM_PROCESS", VALUE)
+    assert sesame.current_context().secrets.get(key="from_process") == VALUE
+    monkeypatch.setenv("SESAME_SECRET_FROM_PROCESS", "rotated")
+    assert sesame.current_context().secrets.get(key="from_process") == "rotated"
+
+
+@given(key=valid_keys, value=st.text(min_size=0, max_size=50))
+def test_get_finds_any_valid_key_at_its_default_env_var(key: str, value: str) -> None:
+    assert Secrets({naming.default_env_var(key): value}).get(key=key) == value
+
+
+@given(key=valid_keys, custom=st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True))
+def test_get_finds_any_valid_key_at_any_custom_env_var(key: str, custom: str) -> None:
+    environ = {naming.ENV_VARS_ENV: json.dumps({key: custom}), custom: VALUE}
+    assert Secrets(environ).get(key=key) == VALUE
+
+
+# -- Secret and taskrun_manifest ------------------------------------------------------------------
+
+
+def test_secret_to_request_shapes() -> None:
+    assert Secret(key="my_secret").to_request() == {"key": "my_secret"}
+    assert Secret(key="k", env_var="UNION_API_KEY").to_request() == {"key": "k", "envVar": "UNION_API_KEY"}
+    assert Secret(key="f", mount_requirement=Secret.MountType.FILE).to_request() == {
+        "key": "f",
+        "mountRequirement": "FILE",
+    }
+    assert Secret(
+        key="gcp_sa",
+        mount_requirement=Secret.MountType.FILE,
+        env_var="GOOGLE_APPLICATION_CREDENTIALS",
+        containers=("main",),
+    ).to_request() == {
+        "key": "gcp_sa",
+        "envVar": "GOOGLE_APPLICATION_CREDENTIALS",
+        "mountRequirement": "FILE",
+        "containers": ["main"],
+    }
+    assert Secret(key="a", mount_requirement=Secret.MountType.ANY).to_request() == {
+        "key": "a",
+        "mountRequirement": "ANY",
+    }
+
+
+def test_mount_type_accepts_its_names_as_strings() -> None:
+    secret = Secret(key="f", mount_requirement="FILE")  # type: ignore[arg-type]
+    assert secret.mount_requirement is Secret.MountType.FILE
+    assert [m.value for m in Secret.MountType] == ["ENV_VAR", "FILE", "ANY"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"key": "bad key"}, "may only contain"),
+        ({"key": "-lead"}, "start and end with a letter or digit"),
+        ({"key": "ok", "env_var": ""}, "env var name"),
+        ({"key": "ok", "env_var": "1BAD"}, "env var name"),
+        ({"key": "ok", "mount_requirement": "SOMETIMES"}, "ENV_VAR, FILE or ANY"),
+        ({"key": "ok", "containers": ()}, "non-empty list"),
+    ],
+)
+def test_invalid_secret_declarations_fail_when_written(kwargs: dict[str, object], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        Secret(**kwargs)  # type: ignore[arg-type]
+
+
+def test_taskrun_manifest_shape() -> None:
+    template = {"spec": {"containers": [{"name": "main", "image": "python:3.12-slim"}]}}
+    manifest = taskrun_manifest(
+        "train",
+        "my-project-development",
+        template,
+        [Secret(key="my_secret"), Secret(key="cert", mount_requirement=Secret.MountType.FILE)],
+    )
+    assert manifest == {
+        "apiVersion": "sesame.dev/v1alpha1",
+        "kind": "TaskRun",
+        "metadata": {"name": "train", "namespace": "my-project-development"},
+        "spec": {
+            "secrets": [{"key": "my_secret"}, {"key": "cert", "mountRequirement": "FILE"}],
+            "template": template,
+        },
+    }
+    assert json.loads(json.dumps(manifest)) == manifest  # plain data, ready for kubectl or a client
+
+
+def test_taskrun_manifest_refuses_a_key_requested_twice() -> None:
+    with pytest.raises(ValueError, match="'k' is requested twice"):
+        taskrun_manifest("t", "ns", {"spec": {}}, [Secret(key="k"), Secret(key="k", env_var="OTHER")])
+
+
+def test_the_sdk_imports_only_the_stdlib_and_naming() -> None:
+    tree = ast.parse(Path(sesame.sdk.__file__).read_text())
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "sesame":
+                modules |= {f"sesame.{alias.name}" for alias in node.names}
+            else:
+                modules.add(node.module)
+    outside = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"}
+    assert outside == {"sesame.naming"}
