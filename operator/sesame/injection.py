@@ -40,6 +40,16 @@ class Problem:
     reason: Reason
     message: str
     secret: str | None = None  # the Secret object whose arrival may fix it
+    key: str | None = None  # the request it is about
+
+
+def summarize(problems: Sequence[Problem]) -> str:
+    """One line for a condition or event: the first problem in full, the others by key."""
+    first, rest = problems[0], problems[1:]
+    if not rest:
+        return first.message
+    others = ", ".join(dict.fromkeys(p.key or p.reason.value for p in rest))
+    return f"{first.message} (and {len(rest)} more: {others})"
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ def check_inventory(requests: Sequence[SecretRequest], inventory: Inventory, nam
                     f"secret {request.key!r} not found: no Secret {request.secret_name!r} in namespace "
                     f"{namespace!r}; {fix_hint(request, namespace)}",
                     request.secret_name,
+                    request.key,
                 )
             )
         elif request.data_key not in keys:
@@ -106,6 +117,7 @@ def check_inventory(requests: Sequence[SecretRequest], inventory: Inventory, nam
                     f"secret {request.key!r}: Secret {request.secret_name!r} in namespace {namespace!r} "
                     f"has no data key {request.data_key!r}; {fix_hint(request, namespace)}",
                     request.secret_name,
+                    request.key,
                 )
             )
     return problems
@@ -198,6 +210,7 @@ def inject(
                         Reason.UNKNOWN_CONTAINER,
                         f"secret {request.key!r} names container {target!r}, which the pod does not have "
                         f"(it has: {', '.join(names) or 'none'})",
+                        key=request.key,
                     )
                 )
 
@@ -215,6 +228,7 @@ def inject(
                         Reason.ENV_VAR_CLASH,
                         f"secrets {previous!r} and {request.key!r} both set env var {name!r} in container "
                         f"{target!r}; give one of them a different envVar",
+                        key=request.key,
                     )
                 )
 

@@ -290,7 +290,7 @@ def test_review_refuses_with_one_line() -> None:
     assert refused.value.code == 403
     assert refused.value.reasons == [Reason.SECRET_NOT_FOUND, Reason.SECRET_NOT_FOUND]
     assert "sesame create secret --namespace ns absent" in refused.value.message
-    assert "(and 1 more problem)" in refused.value.message
+    assert "(and 1 more: also_absent)" in refused.value.message
     assert "\n" not in refused.value.message
 
     clash = parse_annotation('[{"key": "my_secret", "envVar": "TOKEN"}]')

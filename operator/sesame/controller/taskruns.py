@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from sesame import metrics, naming
 from sesame.controller import status as st
 from sesame.controller.pods import build_pod, controlled_by, pod_spec_of
-from sesame.injection import Reason, direct_secret_references, inject
+from sesame.injection import Reason, direct_secret_references, inject, summarize
 from sesame.kube.inventory import SecretIndex, inventory_of
 from sesame.requests import RequestError, parse_requests
 
@@ -239,7 +239,7 @@ def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secr
     result = inject(pod_spec, requests, inventory_of(secrets, namespace), namespace)
     if not result.ok:
         problems = result.problems
-        message = "; ".join(p.message for p in problems)
+        message = summarize(problems)
         for problem in problems:
             metrics.INJECTION_PROBLEMS.labels(reason=problem.reason.value, source="taskrun").inc()
         waiting_on = frozenset(p.secret for p in problems if p.reason in WAITING_REASONS and p.secret)
@@ -292,7 +292,8 @@ def _hold(
     generation: int,
     keep_waiting: bool = False,
 ) -> None:
-    """No pod: say why in the status and, once per distinct reason, in a Warning event."""
+    """No pod: say why in the status and, once per distinct reason, in a Warning event
+    (a message that only changes because one of several missing secrets arrived is no news)."""
     meta = taskrun["metadata"]
     if not keep_waiting:
         controller.waiting.release(meta["namespace"], meta["name"])
@@ -300,8 +301,13 @@ def _hold(
     new_status = st.waiting_status(previous, reason, message, generation)
     if not st.same_status(previous, new_status):
         controller.patch_status(taskrun, new_status)
-        post_event(taskrun, "Warning", reason, message)
-        logger.info("TaskRun %s/%s waits: %s", meta["namespace"], meta["name"], reason)
+        old_reason = next(
+            (c.get("reason") for c in previous.get("conditions") or [] if c.get("type") == st.SECRETS_READY),
+            None,
+        )
+        if old_reason != reason:
+            post_event(taskrun, "Warning", reason, message)
+            logger.info("TaskRun %s/%s waits: %s", meta["namespace"], meta["name"], reason)
 
 
 def _pod_not_created(

@@ -24,7 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sesame import metrics, naming
-from sesame.injection import Delivery, Inventory, Problem, Reason, inject, injected_annotation
+from sesame.injection import Delivery, Inventory, Problem, Reason, inject, injected_annotation, summarize
 from sesame.kube.inventory import SecretIndex, complete_inventory, inventory_of
 from sesame.requests import RequestError, SecretRequest, parse_annotation
 
@@ -86,9 +86,9 @@ def refreshed(
 
 def refusal_for(problems: Sequence[Problem]) -> Refusal:
     first = problems[0]
-    more = len(problems) - 1
-    message = first.message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
-    return Refusal(message, 403 if first.reason in _FORBIDDEN else 400, [p.reason for p in problems])
+    return Refusal(
+        summarize(problems), 403 if first.reason in _FORBIDDEN else 400, [p.reason for p in problems]
+    )
 
 
 def review(
