@@ -47,11 +47,12 @@ cluster-status: venv
 demo: venv binaries
 	$(PY) tools/demo.py
 
+# BENCH_ARGS: e.g. --n 2000, --rate 100, --duration 120, --skip-cost, --profile (see python -m bench.run -h)
 bench: venv binaries
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-quick: venv binaries
-	$(PY) -m bench.run --quick
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 # A kind cluster for people with Docker; CI here uses the local control plane. Tests marked
 # `local_plane` restart control-plane processes or need the API server to reach a loopback webhook,

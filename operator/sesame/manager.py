@@ -6,6 +6,8 @@ Configuration comes from the environment so both entry points agree:
 
   SESAME_METRICS_PORT   serve Prometheus metrics on this port (0 or unset: off)
   SESAME_WEBHOOK        off | local | service: the pod admission webhook (see sesame.webhook.options)
+  SESAME_KOPF_SCANNING  on (default) | off: Kopf's cluster-wide namespace and CRD observation; the
+                        Helm chart sets off (exact namespaces only; no RBAC on namespaces or CRDs)
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    # No cluster-wide namespace/CRD observation: Sesame serves exact namespaces (or all of them) and
-    # its CRDs exist before it starts, so the chart's least-privilege RBAC grants neither (without
-    # this, Kopf retries the forbidden list for a minute, blocking startup with --namespace).
-    settings.scanning.disabled = True
+    # off (the Helm chart): no cluster-wide namespace/CRD observation, so the least-privilege RBAC
+    # needs neither (Kopf would retry the forbidden list for a minute, blocking startup with
+    # --namespace). Namespace globs need it on: with it off, Kopf serves exact names only.
+    settings.scanning.disabled = os.environ.get("SESAME_KOPF_SCANNING", "on").strip().lower() == "off"
     configure_webhook(settings, memo)
     controller = Controller(api=api_client())
     memo["sesame_controller"] = controller

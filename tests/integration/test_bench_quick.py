@@ -1,0 +1,41 @@
+"""`make bench-quick` still runs: the benchmark cannot rot unnoticed.
+
+Only that it completes and writes its results; no timing is asserted (the numbers belong to
+`make bench`, on a quiet machine). The webhook part needs the API server to reach a loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import ROOT, Cluster
+
+PARTS = ("machine", "config", "floor", "burst", "sustained", "webhook", "cost", "ratios", "targets")
+
+
+@pytest.mark.local_plane
+def test_quick_bench_completes(cluster: Cluster, tmp_path: Path) -> None:
+    env = {**cluster.env(), "SESAME_KUBECONFIG": str(cluster.kubeconfig)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--output", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(PARTS) <= results.keys()
+    assert results["mode"] == "quick"
+    for part in ("floor", "burst", "sustained"):
+        assert results[part]["create_to_pod"]["count"] > 0, part
+    assert results["burst"]["writes_per_taskrun"] is not None
+    assert "rss_idle_mib" in results["cost"]
+    assert (tmp_path / "latency.png").stat().st_size > 0
+    assert "| part" in result.stdout
