@@ -296,6 +296,8 @@ def test_deployment_is_hardened(combo: str, values: list[str]) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["health"] == 8080
     assert ports["metrics"] == 9090
+    # The RBAC grants no namespace or CRD access, so Kopf must not observe them (sesame.manager).
+    assert {"name": "SESAME_KOPF_SCANNING", "value": "off"} in container["env"]
     # Nothing in the pod spec holds a literal secret; the only Secret volume is the webhook's cert.
     for env in container.get("env") or []:
         assert "secretKeyRef" not in (env.get("valueFrom") or {})
