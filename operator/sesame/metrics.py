@@ -28,9 +28,6 @@ WEBHOOK_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 WAITING_TASKRUNS = Gauge("sesame_taskruns_waiting_for_secrets", "TaskRuns held back by a missing secret")
-HANDLERS_IN_FLIGHT = Gauge(
-    "sesame_handlers_in_flight", "Watch-events being handled right now (the operator's backlog)", ["resource"]
-)
 
 HANDLER_BACKLOG = Gauge(
     "sesame_handler_backlog",
