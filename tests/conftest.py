@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
+from tests.support import leaks  # noqa: E402
 from tests.support.cluster import Cluster, start_cluster  # noqa: E402
 
 
@@ -29,6 +30,7 @@ from tests.support.cluster import Cluster, start_cluster  # noqa: E402
 def cluster() -> Iterator[Cluster]:
     with start_cluster() as running:
         yield running
+        leaks.collect(running.api)  # leak canary: whatever is left in every namespace
 
 
 @pytest.fixture
@@ -36,13 +38,26 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.create_namespace(name)
     yield name
+    leaks.collect(cluster.api, name)  # leak canary: events, TaskRuns, pods before they go
     cluster.delete_namespace(name)
 
 
 @pytest.fixture
 def canary() -> str:
     """A secret value planted by a test; it must never show up outside the Secret itself."""
-    return f"CANARY-{uuid.uuid4().hex}"
+    return leaks.plant(f"CANARY-{uuid.uuid4().hex}")
+
+
+# --- leak canary (tests/support/leaks.py) ------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def leak_canary() -> Iterator[None]:
+    """Fails the session if any planted canary showed up in logs, output, events, statuses or pods."""
+    with leaks.watching_subprocesses():
+        yield
+    leaks.REGISTRY.check()
+
+
+# --- end of leak canary ------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +80,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     from tests.support.operator import runner_log_on_failure
 
     report = outcome.get_result()  # type: ignore[attr-defined]
+    for title, text in report.sections:  # leak canary: everything a test printed or logged
+        leaks.record(f"{item.nodeid} {title}", text)
     if report.when == "call" and runner_log_on_failure:
         for runner in runner_log_on_failure:
             lines = [line for line in runner.output.splitlines() if "urllib3" not in line]

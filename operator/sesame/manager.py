@@ -45,6 +45,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # --namespace). Namespace globs need it on: with it off, Kopf serves exact names only.
     settings.scanning.disabled = os.environ.get("SESAME_KOPF_SCANNING", "on").strip().lower() == "off"
     configure_webhook(settings, memo)
+    # With --peering: a replica killed without notice is replaced this many seconds after its last
+    # keep-alive (Kopf's default is 60 s); keep-alives go out every lifetime minus 5–10 s.
+    settings.peering.lifetime = int(os.environ.get("SESAME_PEERING_LIFETIME") or 15)
     controller = Controller(api=api_client())
     memo["sesame_controller"] = controller
     metrics.observe_runtime(settings.execution.executor, controller.waiting.count)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 
 import kopf
@@ -31,6 +32,19 @@ def parser() -> argparse.ArgumentParser:
         "--standalone", action="store_true", help="no peering: act even if another instance runs"
     )
     run.add_argument("--peering", default=None, help="peering object name, for one active replica at a time")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: the live replica with the highest one acts (default: random, so that "
+        "replicas differ; equal priorities would pause them all)",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(os.environ.get("SESAME_PEERING_LIFETIME") or 15),
+        help="seconds after its last keep-alive that a silent replica counts as dead (takeover time)",
+    )
     run.add_argument("--liveness", default=None, help="health endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=int(os.environ.get("SESAME_METRICS_PORT") or 0))
     run.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
@@ -48,6 +62,12 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     os.environ["SESAME_METRICS_PORT"] = str(args.metrics_port)
     os.environ["SESAME_WEBHOOK"] = args.webhook
+    os.environ["SESAME_PEERING_LIFETIME"] = str(args.peering_lifetime)
+    standalone = args.standalone or args.peering is None
+    priority = args.priority
+    if priority is None and not standalone:
+        # Kopf pauses every replica when two share the highest priority: give each its own.
+        priority = 1 + secrets.randbelow(2**31 - 2)
     kopf.configure(
         debug=args.log_level == "debug",
         verbose=args.log_level in ("debug", "info"),
@@ -59,7 +79,8 @@ def main(argv: list[str]) -> int:
     import sesame.manager  # noqa: F401  (registers every handler)
 
     kopf.run(
-        standalone=args.standalone or args.peering is None,
+        standalone=standalone,
+        priority=priority,
         peering_name=args.peering,
         namespaces=args.namespace or (),
         clusterwide=not args.namespace,
