@@ -34,6 +34,7 @@ MAX_NAME_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 MAX_SECRET_BYTES = 1024 * 1024
 
+# Always used with fullmatch: `$` would also match before a trailing newline ("a\n" passed).
 _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -51,12 +52,12 @@ def key_problem(key: str) -> str | None:
         return "a secret key must not be empty"
     if len(key) > MAX_NAME_LENGTH:
         return f"secret key {key[:40]!r}… is {len(key)} characters; at most {MAX_NAME_LENGTH} are allowed"
-    if not _DATA_KEY.match(key) or key.startswith(".."):
+    if not _DATA_KEY.fullmatch(key) or key.startswith(".."):
         return (
             f"secret key {key!r} may only contain letters, digits, '-', '_' and '.', "
             "and must not start with '..'"
         )
-    if not _DNS_SUBDOMAIN.match(_object_name(key)):
+    if not _DNS_SUBDOMAIN.fullmatch(_object_name(key)):
         return (
             f"secret key {key!r} must start and end with a letter or digit "
             "(and not put '.' next to '.', '-' or '_'), so it maps to a valid Secret name"
@@ -66,7 +67,7 @@ def key_problem(key: str) -> str | None:
 
 def data_key_problem(key: str) -> str | None:
     """Why `key` cannot be a data key of a Secret, or None when it can."""
-    if not key or len(key) > MAX_NAME_LENGTH or not _DATA_KEY.match(key) or key.startswith(".."):
+    if not key or len(key) > MAX_NAME_LENGTH or not _DATA_KEY.fullmatch(key) or key.startswith(".."):
         return f"{key!r} is not a valid Secret data key (letters, digits, '-', '_', '.'; at most 253)"
     return None
 
@@ -85,7 +86,7 @@ def secret_object_name(key: str) -> str:
 
 def object_name_problem(name: str) -> str | None:
     """Why `name` is not a valid Secret object name (DNS subdomain), or None."""
-    if not name or len(name) > MAX_NAME_LENGTH or not _DNS_SUBDOMAIN.match(name):
+    if not name or len(name) > MAX_NAME_LENGTH or not _DNS_SUBDOMAIN.fullmatch(name):
         return (
             f"{name!r} is not a valid Secret name (lower-case letters, digits, '-' and '.', "
             "starting and ending with a letter or digit, at most 253)"
@@ -100,7 +101,7 @@ def default_env_var(key: str) -> str:
 
 def env_var_problem(name: str) -> str | None:
     """Why `name` is not a portable environment variable name, or None."""
-    if not _ENV_VAR.match(name):
+    if not _ENV_VAR.fullmatch(name):
         return (
             f"env var name {name!r} must start with a letter or '_' and contain only letters, digits and '_'"
         )
@@ -123,7 +124,7 @@ def namespace_for(project: str, domain: str, template: str = DEFAULT_NAMESPACE_T
             f"namespace template {template!r} is invalid: use only {{project}} and {{domain}}"
         ) from error
     name = raw.lower().replace("_", "-")
-    if len(name) > MAX_LABEL_LENGTH or not _DNS_LABEL.match(name):
+    if len(name) > MAX_LABEL_LENGTH or not _DNS_LABEL.fullmatch(name):
         raise NamingError(
             f"project {project!r} and domain {domain!r} give namespace {name!r} (template {template!r}), "
             "which is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
