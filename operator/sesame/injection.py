@@ -132,6 +132,11 @@ def _containers(pod_spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]
     ]
 
 
+_PLUGIN_SECRET_FIELDS = frozenset(
+    {"secretRef", "secretName", "nodePublishSecretRef", "controllerPublishSecretRef", "nodeStageSecretRef"}
+)
+
+
 def direct_secret_references(pod_spec: Mapping[str, Any]) -> list[Problem]:
     """Secrets a TaskRun's template reaches by itself, bypassing `spec.secrets`.
 
@@ -153,6 +158,12 @@ def direct_secret_references(pod_spec: Mapping[str, Any]) -> list[Problem]:
         for source in (volume.get("projected") or {}).get("sources") or []:
             if source.get("secret"):
                 found.append(f"volume {volume.get('name')!r} projects a Secret")
+        # Volume plugins that are handed a Secret (csi nodePublishSecretRef, azureFile secretName,
+        # cephfs/rbd/iscsi/flexVolume/cinder/scaleIO/storageos secretRef) use it for the pod too.
+        for plugin, config in volume.items():
+            if plugin not in ("name", "secret", "projected") and isinstance(config, Mapping):
+                for field_name in sorted(_PLUGIN_SECRET_FIELDS & set(config)):
+                    found.append(f"volume {volume.get('name')!r} gives {plugin} a Secret ({field_name})")
     return [
         Problem(
             Reason.DIRECT_SECRET_REFERENCE,
