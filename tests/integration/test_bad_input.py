@@ -540,6 +540,7 @@ def test_generated_webhook_annotations(cluster: Cluster, namespace: str, canary:
                     refused = None
                 if refused is not None:
                     message = message_of(refused)
+                    leaks.record(f"webhook denial for {pod['metadata']['name']}", message)
                     assert "failed calling webhook" not in message, message
                     assert refused.status in (400, 403, 422), (refused.status, message)
                     assert one_line(message), message
@@ -551,6 +552,7 @@ def test_generated_webhook_annotations(cluster: Cluster, namespace: str, canary:
                     outcomes["denied by the webhook"] += 1
                     return
                 assert not isinstance(expected, (RequestError, Refusal)), (annotation, str(expected))
+                leaks.record(f"webhook response for {pod['metadata']['name']}", json.dumps(created))
                 assert canary not in json.dumps(created)
                 assert container_view(created["spec"]) == container_view(
                     {**pod["spec"], **expected.patch.get("spec", {})}

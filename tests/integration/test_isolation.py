@@ -308,6 +308,7 @@ def test_no_annotation_in_a_reaches_b(
                 admitted.append(cluster.api.sanitize_for_serialization(pod))
             except ApiException as error:
                 denied[name] = json.loads(error.body or "{}").get("message", "")
+                leaks.record(f"webhook denial for {name}", denied[name])
         # The user's own reference in a webhook pod is left alone: it is the user's pod, created
         # with the user's rights, and Kubernetes resolves it in A (where it does not exist).
         own = [
