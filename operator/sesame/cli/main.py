@@ -185,7 +185,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
 
     namespace = getattr(args, "namespace", None)
     if namespace:
-        if len(namespace) > naming.MAX_LABEL_LENGTH or not _DNS_LABEL.match(namespace):
+        if len(namespace) > naming.MAX_LABEL_LENGTH or not _DNS_LABEL.fullmatch(namespace):
             raise CliError(
                 ExitCode.USAGE,
                 f"--namespace {namespace!r} is not a valid namespace name "
