@@ -21,7 +21,10 @@ import kopf
 from prometheus_client import start_http_server
 
 from sesame import metrics
-from sesame.controller import taskruns  # noqa: F401  (registers handlers)
+from sesame.controller import (
+    kopf_tuning,
+    taskruns,  # noqa: F401  (registers handlers)
+)
 from sesame.controller.taskruns import Controller
 from sesame.kube import inventory  # noqa: F401  (registers the Secret index)
 from sesame.kube.client import api_client
@@ -30,16 +33,20 @@ from sesame.webhook.server import close_webhook, configure_webhook
 
 logger = logging.getLogger("sesame.manager")
 _metrics_ports: set[int] = set()
+kopf_tuning.apply_readiness_fix()  # before kopf.run: startup linear in the number of indexed objects
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Only explicit events reach the TaskRuns; handler log lines stay logs.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = int(os.environ.get("SESAME_WORKERS", "16"))
+    workers = int(os.environ.get("SESAME_WORKERS", "16"))
+    settings.execution.max_workers = workers
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # No on.create/update/field/resume handlers: nothing reads Kopf's per-event copy of each object.
+    settings.persistence.diffbase_storage = kopf_tuning.NoDiffBase()
     # off (the Helm chart): no cluster-wide namespace/CRD observation, so the least-privilege RBAC
     # needs neither (Kopf would retry the forbidden list for a minute, blocking startup with
     # --namespace). Namespace globs need it on: with it off, Kopf serves exact names only.
@@ -48,7 +55,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # With --peering: a replica killed without notice is replaced this many seconds after its last
     # keep-alive (Kopf's default is 60 s); keep-alives go out every lifetime minus 5–10 s.
     settings.peering.lifetime = int(os.environ.get("SESAME_PEERING_LIFETIME") or 15)
-    controller = Controller(api=api_client())
+    controller = Controller(api=api_client(pool_size=workers + 4), executor=settings.execution.executor)
     memo["sesame_controller"] = controller
     metrics.observe_runtime(settings.execution.executor, controller.waiting.count)
     threading.Thread(target=controller.retries.run, name="sesame-retries", daemon=True).start()

@@ -149,25 +149,26 @@ def status_from_pod(
     return status
 
 
+def essence(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a user can see in a status, without its timestamps (hashable, for comparisons)."""
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("observedGeneration"))
+        for c in status.get("conditions") or []
+    )
+    return (
+        status.get("phase"),
+        status.get("podName"),
+        status.get("observedGeneration"),
+        status.get("message"),
+        conditions,
+        tuple(tuple(sorted(s.items())) for s in status.get("secrets") or []),
+    )
+
+
 def same_status(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether writing `new` would change anything a user can see (ignoring timestamps)."""
     if not old:
         return False
-
-    def essence(status: Mapping[str, Any]) -> tuple[Any, ...]:
-        conditions = tuple(
-            (c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("observedGeneration"))
-            for c in status.get("conditions") or []
-        )
-        return (
-            status.get("phase"),
-            status.get("podName"),
-            status.get("observedGeneration"),
-            status.get("message"),
-            conditions,
-            tuple(tuple(sorted(s.items())) for s in status.get("secrets") or []),
-        )
-
     return essence(old) == essence(new)
 
 

@@ -7,6 +7,7 @@ no finalizers: the only writes are the pod, the TaskRun status and events.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import heapq
@@ -16,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sesame import metrics, naming
 from sesame.controller import status as st
+from sesame.controller.api import JsonApi
 from sesame.controller.pods import build_pod, controlled_by, pod_spec_of
 from sesame.injection import Reason, direct_secret_references, inject, summarize
 from sesame.kube.inventory import SecretIndex, inventory_of
@@ -124,18 +127,20 @@ class Controller:
     """What the handlers share, kept in Kopf's memo."""
 
     api: client.ApiClient
+    executor: Executor | None = None  # Kopf's handler thread pool; None: the event loop's default
     waiting: Waiting = field(default_factory=Waiting)
     retries: Retries = field(default_factory=Retries)
     locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    # The last status this process wrote per TaskRun, until the TaskRun's watch-event that carries
+    # it arrives: until then the index still shows the older status, and a pod event in between
+    # would write the same status a second time.
+    written: dict[tuple[str, str], tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
+    written_guard: threading.Lock = field(default_factory=threading.Lock)
+    json: JsonApi = field(init=False)
 
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.api)
+    def __post_init__(self) -> None:
+        self.json = JsonApi(self.api)
 
     def lock_for(self, namespace: str, name: str) -> threading.Lock:
         with self.locks_guard:
@@ -144,26 +149,37 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         with self.locks_guard:
             self.locks.pop((namespace, name), None)
+        with self.written_guard:
+            self.written.pop((namespace, name), None)
         self.waiting.release(namespace, name)
 
     def patch_status(self, taskrun: Mapping[str, Any], new_status: Mapping[str, Any]) -> None:
         meta = taskrun["metadata"]
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                naming.API_GROUP,
-                naming.API_VERSION,
-                meta["namespace"],
-                naming.TASKRUN_PLURAL,
-                meta["name"],
-                {"status": dict(new_status)},
-            )
+            self.json.patch_taskrun_status(meta["namespace"], meta["name"], dict(new_status))
         except ApiException as error:
             if error.status != 404:  # a TaskRun deleted meanwhile needs no status
                 raise
+            return
+        with self.written_guard:
+            self.written[(meta["namespace"], meta["name"])] = (meta.get("uid") or "", st.essence(new_status))
 
-    def to_dict(self, model: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.sanitize_for_serialization(model)
-        return result
+    def just_wrote(self, namespace: str, name: str, uid: str, status: Mapping[str, Any]) -> bool:
+        """Whether this status (ignoring timestamps) is the one written last, not yet seen back."""
+        with self.written_guard:
+            return self.written.get((namespace, name)) == (uid, st.essence(status))
+
+    def seen(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A TaskRun watch-event: the index now holds this status; drop the write it carries."""
+        with self.written_guard:
+            written = self.written.get((namespace, name))
+            if written is not None and written[1] == st.essence(status):
+                del self.written[(namespace, name)]
+
+    async def offload(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Blocking work (API calls) in the handler thread pool, with Kopf's context variables."""
+        call = functools.partial(contextvars.copy_context().run, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
 
 def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -196,12 +212,7 @@ def _retry_reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets
     """Retry with the freshest TaskRun, since the failed attempt may have half-succeeded."""
     meta = taskrun["metadata"]
     try:
-        fresh = cast(
-            dict[str, Any],
-            controller.custom.get_namespaced_custom_object(
-                naming.API_GROUP, naming.API_VERSION, meta["namespace"], naming.TASKRUN_PLURAL, meta["name"]
-            ),
-        )
+        fresh = controller.json.read_taskrun(meta["namespace"], meta["name"])
     except ApiException as error:
         if error.status == 404:
             controller.forget(meta["namespace"], meta["name"])
@@ -254,15 +265,12 @@ def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secr
     assert result.pod_spec is not None
     pod = build_pod(taskrun, result.pod_spec, result.deliveries)
     try:
-        body: Any = pod
-        created = controller.to_dict(controller.core.create_namespaced_pod(namespace, body))
-        metrics.observe_pod_created(meta.get("creationTimestamp"))
-        post_event(taskrun, "Normal", "PodCreated", f"created pod {name!r}")
+        controller.json.create_pod(namespace, pod)
     except ApiException as error:
         if error.status != 409:
             _pod_not_created(controller, taskrun, error, generation)
             return
-        created = controller.to_dict(controller.core.read_namespaced_pod(name, namespace))
+        created = controller.json.read_pod(namespace, name)
         if not controlled_by(created, meta["uid"]):
             message = (
                 f"a pod named {name!r} already exists in namespace {namespace!r} and is not owned by this "
@@ -272,8 +280,14 @@ def _reconcile(controller: Controller, taskrun: Mapping[str, Any], secrets: Secr
             post_event(taskrun, "Warning", "PodNameTaken", message)
             return
         logger.info("adopted existing pod %s/%s", namespace, name)
-    deliveries = st.deliveries_to_status(result.deliveries)
-    _write(controller, taskrun, st.status_from_pod(previous, created, name, deliveries, generation))
+        deliveries = st.deliveries_to_status(result.deliveries)
+        _write(controller, taskrun, st.status_from_pod(previous, created, name, deliveries, generation))
+        return
+    # The status (podName, PodCreated, deliveries) follows from the pod's ADDED event in
+    # `pod_event`, the one writer of a status that has a pod: writing it here as well raced with
+    # that event and wrote every status twice.
+    metrics.observe_pod_created(meta.get("creationTimestamp"))
+    post_event(taskrun, "Normal", "PodCreated", f"created pod {name!r}")
 
 
 def _write(controller: Controller, taskrun: Mapping[str, Any], new_status: Mapping[str, Any]) -> None:
@@ -332,17 +346,34 @@ def _pod_not_created(
 # --- Kopf registrations -------------------------------------------------------------------------
 
 
+# The handlers are coroutines: most watch-events need no API call (a TaskRun that already has its
+# pod, a Secret nobody waits for, a pod whose phase did not change), and answering those on the
+# event loop saves a trip through the thread pool for each. Blocking work goes to the pool.
+
+
 @kopf.on.event(naming.API_GROUP, naming.API_VERSION, naming.TASKRUN_PLURAL)
-def taskrun_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def taskrun_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     controller = controller_of(memo)
+    meta = body["metadata"]
     if type == "DELETED":
-        controller.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        controller.forget(meta["namespace"], meta["name"])
         return
-    reconcile(controller, dict(body), kwargs["secret_inventory"])
+    status = body.get("status") or {}
+    controller.seen(meta["namespace"], meta["name"], status)
+    if (
+        not meta.get("deletionTimestamp")
+        and status.get("podName")
+        and status.get("observedGeneration") == int(meta.get("generation") or 1)
+    ):
+        controller.waiting.release(meta["namespace"], meta["name"])
+        return  # the pod exists; its phases arrive through the pod handler (as in _reconcile)
+    await controller.offload(reconcile, controller, dict(body), kwargs["secret_inventory"])
 
 
 @kopf.index(naming.API_GROUP, naming.API_VERSION, naming.TASKRUN_PLURAL)
-def taskrun_status(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+async def taskrun_status(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], Any]:
     """(namespace, name) → what the pod mirror needs: generation, uid and the current status."""
     meta = body["metadata"]
     return {
@@ -355,18 +386,24 @@ def taskrun_status(namespace: str | None, name: str, body: kopf.Body, **_: Any) 
 
 
 @kopf.on.event("", "v1", "secrets")
-def secret_event(type: str, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+async def secret_event(type: str, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     """A Secret appeared or changed: retry exactly the TaskRuns that wait for it."""
     if type == "DELETED" or not namespace:
         return
     controller = controller_of(memo)
-    for taskrun in controller.waiting.waiting_for(namespace, name):
-        reconcile(controller, taskrun, kwargs["secret_inventory"])
+    waiting = controller.waiting.waiting_for(namespace, name)
+    if waiting:
+        await controller.offload(_reconcile_all, controller, waiting, kwargs["secret_inventory"])
+
+
+def _reconcile_all(controller: Controller, taskruns: list[dict[str, Any]], secrets: SecretIndex) -> None:
+    for taskrun in taskruns:
+        reconcile(controller, taskrun, secrets)
 
 
 @kopf.on.event("", "v1", "pods", labels={naming.TASKRUN_LABEL: kopf.PRESENT})
-def pod_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Mirror the phase of an owned pod into its TaskRun."""
+async def pod_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Mirror the phase of an owned pod into its TaskRun (its first status with a pod, too)."""
     meta = body["metadata"]
     owner = next(
         (
@@ -392,21 +429,30 @@ def pod_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     except ValueError:
         deliveries = []
     new_status = st.status_from_pod(previous, pod, meta["name"], deliveries, generation)
+    controller = controller_of(memo)
+    if st.same_status(previous, new_status) or controller.just_wrote(
+        meta["namespace"], owner["name"], uid, new_status
+    ):
+        return
     taskrun = {
         "apiVersion": f"{naming.API_GROUP}/{naming.API_VERSION}",
         "kind": "TaskRun",
         "metadata": {"namespace": meta["namespace"], "name": owner["name"], "uid": uid},
         "status": previous,
     }
-    controller = controller_of(memo)
-    if st.same_status(previous, new_status):
-        return
+    await controller.offload(_mirror, controller, taskrun, meta, new_status)
+
+
+def _mirror(
+    controller: Controller, taskrun: dict[str, Any], pod_meta: Mapping[str, Any], new_status: dict[str, Any]
+) -> None:
+    previous = taskrun["status"]
     try:
         _write(controller, taskrun, new_status)
     except Exception as error:
         if not transient(error):
             raise
-        key = f"pod {meta['namespace']}/{meta['name']}"
+        key = f"pod {pod_meta['namespace']}/{pod_meta['name']}"
         controller.retries.schedule(key, lambda: _write(controller, taskrun, new_status))
         return
     phase = new_status["phase"]
