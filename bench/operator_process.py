@@ -43,6 +43,7 @@ class OperatorProcess:
     kubeconfig: Path
     scope: list[str]  # e.g. ["--namespace", "ns1"] or ["--all-namespaces"]
     env: dict[str, str] = field(default_factory=dict)
+    entry: tuple[str, ...] = ("-m", "sesame")  # what `python` runs, before `operator run …`
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -56,8 +57,7 @@ class OperatorProcess:
         self.log_path = Path(name)
         command = [
             sys.executable,
-            "-m",
-            "sesame",
+            *self.entry,
             "operator",
             "run",
             *self.scope,

@@ -14,6 +14,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--skip-cost", action="store_true", help="skip the 10k-TaskRun / 100-namespace memory part"
     )
     parser.add_argument("--concurrency", type=int, default=load.CONCURRENCY, help="client threads (16)")
-    parser.add_argument("--webhook-pairs", type=int, help="labelled + unlabelled creates (default 300)")
+    parser.add_argument("--webhook-pairs", type=int, help="labelled + unlabelled creates (default 500)")
     parser.add_argument("--profile", action="store_true", help="py-spy the operator during the burst")
     parser.add_argument("--output", type=Path, default=HERE, help="where results.json and latency.png go")
     args = parser.parse_args(argv)
@@ -54,9 +55,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.n = args.n or (100 if quick else 1000)
     args.rate = args.rate or (10.0 if quick else 50.0)
     args.duration = args.duration or (10.0 if quick else 60.0)
-    args.webhook_pairs = args.webhook_pairs or (50 if quick else 300)
+    args.webhook_pairs = args.webhook_pairs or (50 if quick else 500)
     args.skip_scale = args.skip_cost or quick
     return args
+
+
+def commit() -> str:
+    """The commit measured, `+dirty` when the tree has changes (of anyone's) on top of it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "--untracked-files=no"],
+            check=False,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}+dirty" if dirty else head or "unknown"
 
 
 def free_port() -> int:
@@ -77,7 +98,6 @@ def profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--rate", "100", "--output", str(output), "--nonblocking"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
     )
 
 
@@ -86,6 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "quick" if args.quick else "full",
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": report.machine(),
+        "commit": commit(),
         "load_average": {"start": loadavg()},
         "config": {
             "n": args.n,
@@ -118,8 +139,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     bench, operator, burst_ns, args.n, args.concurrency
                 )
                 if spy is not None:
-                    spy.terminate()
-                    spy.wait(timeout=30)
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph on Ctrl-C
+                    spy.wait(timeout=60)
                 cost["rss_after_burst_mib"] = operator.usage().rss_mib
                 phase(results, "sustained", f"sustained: {args.rate:g}/s for {args.duration:g} s")
                 results["sustained"] = scenarios.sustained(
@@ -204,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     m = results["machine"]
     print()
     print(
-        f"Sesame benchmark, {results['mode']} run, {m['cpus']} CPUs ({m['cpu_model']}), "
+        f"Sesame benchmark at {results['commit']}, {results['mode']} run, "
+        f"{m['cpus']} CPUs ({m['cpu_model']}), "
         f"load average {results['load_average']['start']} → {results['load_average']['end']}, "
         f"{results['elapsed_s']:.0f} s"
     )

@@ -17,11 +17,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from bench import apiserver_metrics, load, rest, workload
-from bench.operator_process import OperatorProcess
+from bench.operator_process import OperatorProcess, usage
 from bench.stats import slope, summary
 from bench.target import ROOT, Target
 from bench.watch import PodWatch
 
+READY_TIMEOUT = 240.0  # seconds for an operator to start with the scale part's 10,000 Secrets
 OPERATOR_RESOURCES = frozenset({"pods", "taskruns", "taskruns/status", "events", "secrets"})
 
 
@@ -70,6 +71,12 @@ class Bench:
                     raise
             time.sleep(0.1)
         raise RuntimeError(f"the operator made no pod within {timeout:.0f}s; its log:\n{operator.log_tail()}")
+
+    def plane_cpu(self) -> float | None:
+        """CPU-seconds used so far by our own kube-apiserver and etcd (None on a cluster we do not own)."""
+        if not self.target.pids:
+            return None
+        return sum(usage(self.target.pids[c]).cpu_seconds for c in ("kube-apiserver", "etcd"))
 
     def scrape(self) -> Any:
         return apiserver_metrics.scrape(self.api)
@@ -137,11 +144,13 @@ def floor(bench: Bench, n: int, concurrency: int) -> dict[str, Any]:
         load.Job((namespace, f"floor-{i}"), rest.pods(namespace), workload.floor_pod(f"floor-{i}", spec))
         for i in range(n)
     ]
+    plane_before = bench.plane_cpu()
     with watching(bench, namespace) as watch:
         records = load.burst(bench.rest, jobs, concurrency)
         watch.wait_for({job.key for job in jobs}, timeout=60)
     bench.log(f"floor: {watch.count(namespace)}/{n} pods")
     return {
+        **_plane_cost(bench, plane_before, n),
         "n": n,
         "concurrency": concurrency,
         "create_latency": summary([r.latency for r in records if not r.error]),
@@ -149,6 +158,14 @@ def floor(bench: Bench, n: int, concurrency: int) -> dict[str, Any]:
         **_timeline(records, watch),
         "_samples": _latencies(records, watch),
     }
+
+
+def _plane_cost(bench: Bench, before: float | None, n: int) -> dict[str, Any]:
+    """kube-apiserver + etcd CPU for the part (until now), per object: what the cluster spends."""
+    after = bench.plane_cpu()
+    if before is None or after is None:
+        return {}
+    return {"plane_cpu_s": after - before, "plane_cpu_ms_per_object": 1000 * (after - before) / n}
 
 
 def _api_cost(before: Any, after: Any, n: int, own: dict[str, int]) -> dict[str, Any]:
@@ -180,6 +197,7 @@ def taskrun_burst(
     operator.wait_settled()
     cpu_before = operator.usage().cpu_seconds
     api_before = bench.scrape()
+    plane_before = bench.plane_cpu()
     with watching(bench, namespace) as watch:
         records = load.burst(bench.rest, jobs, concurrency)
         watch.wait_for({job.key for job in jobs}, timeout=max(120.0, n * 0.2))
@@ -188,6 +206,7 @@ def taskrun_burst(
     cpu = operator.usage().cpu_seconds - cpu_before
     api = _api_cost(api_before, bench.scrape(), n, {"POST taskruns": n})
     return {
+        **_plane_cost(bench, plane_before, n),
         "n": n,
         "concurrency": concurrency,
         "create_latency": summary([r.latency for r in records if not r.error]),
@@ -359,6 +378,7 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
         scope = ["--all-namespaces"]
     else:
         scope = [flag for name in names for flag in ("--namespace", name)]
+    scope_label = scope[0] if bench.target.owned else f"--namespace × {len(names)}"
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency, thread_name_prefix="scale") as pool:
         list(
@@ -381,10 +401,27 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
             )
     secret_records = load.burst(bench.rest, secret_jobs, concurrency)
     objects_s = time.monotonic() - started
-    bench.log(f"scale: {len(names)} namespaces and {len(secret_jobs)} Secrets in {objects_s:.0f}s")
+    bench.log(
+        f"scale: {len(names)} namespaces and {len(secret_jobs)} Secrets in {objects_s:.0f}s"
+        f" (errors: {_errors(secret_records) or 'none'})"
+    )
     operator = bench.operator(scope)
     try:
-        ready_s = bench.wait_ready(operator, names[0], timeout=180)
+        try:
+            ready_s = bench.wait_ready(operator, names[0], timeout=READY_TIMEOUT)
+        except RuntimeError:
+            usage = operator.usage()
+            bench.log(f"scale: the operator was not ready within {READY_TIMEOUT:.0f}s; skipping the TaskRuns")
+            return {
+                **result,
+                "namespaces": namespaces,
+                "secrets": len(secret_jobs),
+                "scope": scope_label,
+                "operator_ready_s": None,
+                "skipped": f"operator not ready within {READY_TIMEOUT:.0f}s of starting with "
+                f"{len(secret_jobs)} Secrets (cpu {usage.cpu_seconds:.0f}s, rss {usage.rss_mib:.0f} MiB)",
+                "rss_after_mib": None,
+            }
         operator.wait_settled(quiet_seconds=2.0, timeout=60)
         idle = operator.usage()
         jobs = [
@@ -408,7 +445,7 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
             "namespaces": namespaces,
             "secrets": len(secret_jobs),
             "taskruns": len(jobs),
-            "scope": "--all-namespaces" if bench.target.owned else f"--namespace × {len(names)}",
+            "scope": scope_label,
             "objects_created_s": objects_s,
             "secret_errors": _errors(secret_records),
             "operator_ready_s": ready_s,

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from localcluster import LocalControlPlane, build_binaries  # noqa: E402
 class Target:
     kubeconfig: Path
     owned: bool  # True: our own control plane, nothing else runs on it
+    pids: dict[str, int] = field(default_factory=dict)  # its processes, by component (owned only)
 
     def api(self, pool: int = 32) -> client.ApiClient:
         """A client whose connection pool fits `pool` concurrent requests (the default is 10)."""
@@ -65,7 +66,8 @@ def open_target(log: Any = print) -> Iterator[Target]:
         plane.start()
         log(f"cluster: local control plane at {plane.server} (up in {time.monotonic() - started:.1f}s)")
         try:
-            target = Target(kubeconfig=plane.kubeconfig, owned=True)
+            pids = {name: process.pid for name, process in plane.processes.items()}
+            target = Target(kubeconfig=plane.kubeconfig, owned=True, pids=pids)
             install_crd(target)
             yield target
         finally:
