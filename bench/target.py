@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "taskrun.yaml"
 sys.path.insert(0, str(ROOT / "tools"))
 
-from localcluster import LocalControlPlane, build_binaries  # noqa: E402
+from localcluster import LocalControlPlane, build_binaries, install_crds  # noqa: E402
 
 
 @dataclass
@@ -76,26 +74,7 @@ def open_target(log: Any = print) -> Iterator[Target]:
 
 def install_crd(target: Target) -> None:
     api = target.api()
-    extensions = client.ApiextensionsV1Api(api)
     try:
-        for document in yaml.safe_load_all(CRD.read_text()):
-            name = document["metadata"]["name"]
-            try:
-                existing = extensions.read_custom_resource_definition(name)
-                document["metadata"]["resourceVersion"] = existing.metadata.resource_version
-                extensions.replace_custom_resource_definition(name, document)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                extensions.create_custom_resource_definition(document)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                crd = extensions.read_custom_resource_definition(name)
-                conditions = crd.status.conditions or []
-                if any(c.type == "Established" and c.status == "True" for c in conditions):
-                    break
-                time.sleep(0.2)
-            else:
-                raise RuntimeError(f"CRD {name} was not established within 60s")
+        install_crds(api, CRD)
     finally:
         api.close()

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -414,6 +415,33 @@ def _terminate(pid: int, gone: object) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+
+
+def install_crds(api: Any, path: Path, timeout: float = 60.0) -> None:
+    """Create or replace every CRD in `path` and wait until each is Established."""
+    import yaml
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    extensions = client.ApiextensionsV1Api(api)
+    for document in yaml.safe_load_all(path.read_text()):
+        name = document["metadata"]["name"]
+        try:
+            existing = extensions.read_custom_resource_definition(name)
+            document["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            extensions.replace_custom_resource_definition(name, document)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(document)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                break
+            time.sleep(0.2)
+        else:
+            raise ControlPlaneError(f"CRD {name} was not established within {timeout:.0f}s")
 
 
 # --- `make cluster` / `make cluster-down` -------------------------------------------------------

@@ -16,6 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
+import localcluster
 from localcluster import LocalControlPlane, build_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,23 +143,7 @@ def eventually(
 
 
 def install_crds(api: client.ApiClient) -> None:
-    extensions = client.ApiextensionsV1Api(api)
-    for document in yaml.safe_load_all(CRD.read_text()):
-        name = document["metadata"]["name"]
-        try:
-            existing = extensions.read_custom_resource_definition(name)
-            document["metadata"]["resourceVersion"] = existing.metadata.resource_version
-            extensions.replace_custom_resource_definition(name, document)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            extensions.create_custom_resource_definition(document)
-
-        def established(name: str = name) -> bool:
-            crd = extensions.read_custom_resource_definition(name)
-            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
-
-        eventually(established, what=f"CRD {name} to be established")
+    localcluster.install_crds(api, CRD)
 
 
 @contextlib.contextmanager
