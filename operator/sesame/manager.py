@@ -34,6 +34,7 @@ from sesame.webhook.server import close_webhook, configure_webhook
 logger = logging.getLogger("sesame.manager")
 _metrics_ports: set[int] = set()
 kopf_tuning.apply_readiness_fix()  # before kopf.run: startup linear in the number of indexed objects
+kopf_tuning.quiet_terminating_namespace_events()
 
 
 @kopf.on.startup()

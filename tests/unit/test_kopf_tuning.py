@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import kopf
+import pytest
 from kopf._cogs.aiokits import aiotoggles
 
 import sesame.manager  # noqa: F401  (registers every handler, applies the readiness fix)
@@ -48,3 +50,16 @@ def test_readiness_barrier_opens_exactly_when_the_last_toggle_is_dropped() -> No
     assert all_released
     # Kopf's own ToggleSet re-checks every waiter on every drop (200 × 50 checks here).
     assert wakeups < 2 * 200 + 2 * 50 + 10
+
+
+def test_refused_events_in_a_terminating_namespace_are_debug_and_other_refusals_stay_loud(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    poster = logging.getLogger("kopf._core.engines.posting")
+    kopf_tuning.quiet_terminating_namespace_events()  # idempotent: sesame.manager already did it
+    assert sum(isinstance(f, kopf_tuning.TerminatingNamespaceEvents) for f in poster.filters) == 1
+    with caplog.at_level(logging.DEBUG, logger="kopf"):
+        poster.error("Request attempt #1/9 failed; will retry: POST ... -> 'reason': 'NamespaceTerminating'")
+        poster.error("Request attempt #1/9 failed; will retry: POST ... -> APIForbiddenError(403)")
+    levels = [(r.levelname, "NamespaceTerminating" in r.getMessage()) for r in caplog.records]
+    assert levels == [("DEBUG", True), ("ERROR", False)]
