@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 import yaml
 from kopf.testing import KopfRunner
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
+from sesame.webhook import configuration
 from tests.support.cluster import Cluster, eventually
 from tests.support.operator import runner_log_on_failure, running_operator
 from tests.unit.test_chart_rbac import CHART, KUBE_VERSION, helm_template, set_args
@@ -283,57 +285,86 @@ def can_i(cluster: Cluster, subject: str, verb: str, resource: str, *scope: str)
     return result.stdout.strip() == "yes"
 
 
-def assert_webhook_configuration_rights(cluster: Cluster, sa: str, kubeconfig: Path) -> None:
-    """The webhook's one object: create it, read and patch it as the ServiceAccount; nothing else."""
-    assert can_i(cluster, sa, "create", "mutatingwebhookconfigurations")
+def assert_webhook_configuration_rights(cluster: Cluster, sa: str, kubeconfig: Path, name: str) -> None:
+    """The chart's webhook configuration: read and replace it as the ServiceAccount; create nothing."""
     for verb in ("get", "update"):
-        assert can_i(cluster, sa, verb, "mutatingwebhookconfigurations/sesame")
+        assert can_i(cluster, sa, verb, f"mutatingwebhookconfigurations/{name}")
         assert not can_i(cluster, sa, verb, "mutatingwebhookconfigurations/other")
     for verb in ("list", "watch", "patch", "delete"):
-        assert not can_i(cluster, sa, verb, "mutatingwebhookconfigurations/sesame")
-    assert not can_i(cluster, sa, "get", "validatingwebhookconfigurations/sesame")
+        assert not can_i(cluster, sa, verb, f"mutatingwebhookconfigurations/{name}")
+    assert not can_i(cluster, sa, "create", "mutatingwebhookconfigurations")
+    assert not can_i(cluster, sa, "get", f"validatingwebhookconfigurations/{name}")
 
-    body = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
-    body += "metadata: {name: sesame}\nwebhooks: []\n"
-    as_sa = {**cluster.env(), "KUBECONFIG": str(kubeconfig)}
+    def as_sa(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**cluster.env(), "KUBECONFIG": str(kubeconfig)}
+        return subprocess.run(
+            [cluster.kubectl(), *args], input=stdin, capture_output=True, text=True, env=env
+        )
+
+    # What apply_configuration does: read it, then replace it whole.
+    read = as_sa("get", "mutatingwebhookconfiguration", name, "-o", "yaml")
+    assert read.returncode == 0, read.stderr
+    replaced = as_sa("replace", "-f", "-", stdin=read.stdout)
+    assert replaced.returncode == 0, replaced.stderr
+    other = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
+    other += f"metadata: {{name: {name}-other}}\nwebhooks: []\n"
+    for refused in (
+        as_sa("create", "-f", "-", stdin=other),
+        as_sa("delete", "mutatingwebhookconfiguration", name),
+    ):
+        assert refused.returncode != 0
+        assert "forbidden" in refused.stderr.lower(), refused.stderr
+
+
+def helm_upgrade_keeps_the_webhooks(cluster: Cluster, release: str, namespace: str) -> None:
+    """The operator filled in the chart's configuration; `helm upgrade` must neither undo that nor
+    lose Helm's ownership of the object (its three-way merge sees no `webhooks` in the chart)."""
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    before = admission.read_mutating_webhook_configuration(release)
+    assert before.webhooks, "the operator did not fill in the chart's webhook configuration"
+    upgraded = run(
+        cluster, cluster.helm(), "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values"
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    after = admission.read_mutating_webhook_configuration(release)
+    assert [w.client_config.ca_bundle for w in after.webhooks or []] == [
+        w.client_config.ca_bundle for w in before.webhooks
+    ]
+    assert (after.metadata.annotations or {}).get("meta.helm.sh/release-name") == release
+    assert (after.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "Helm"
+
+
+def a_missing_configuration_is_named_and_helm_upgrade_restores_it(
+    cluster: Cluster, release: str, namespace: str, kubeconfig: Path
+) -> None:
+    """Deleted behind Helm's back, the operator (no create right) says what to do; doing it works."""
+    as_sa = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    body = configuration.build_configuration(
+        name=release,
+        client_config=configuration.url_client_config("https://127.0.0.1:1", "unused", None),
+        timeout_seconds=5,
+        excluded_namespaces=["kube-system"],
+        only_namespaces=["nowhere"],
+    )
     try:
-        created = subprocess.run(
-            [cluster.kubectl(), "create", "-f", "-"], input=body, capture_output=True, text=True, env=as_sa
-        )
-        assert created.returncode == 0, created.stderr
-        # What apply_configuration does when it exists: read it, then replace it whole.
-        read = subprocess.run(
-            [cluster.kubectl(), "get", "mutatingwebhookconfiguration", "sesame", "-o", "yaml"],
-            capture_output=True,
-            text=True,
-            env=as_sa,
-        )
-        assert read.returncode == 0, read.stderr
-        replaced = subprocess.run(
-            [cluster.kubectl(), "replace", "-f", "-"],
-            input=read.stdout,
-            capture_output=True,
-            text=True,
-            env=as_sa,
-        )
-        assert replaced.returncode == 0, replaced.stderr
-        deleted = subprocess.run(
-            [cluster.kubectl(), "delete", "mutatingwebhookconfiguration", "sesame"],
-            capture_output=True,
-            text=True,
-            env=as_sa,
-        )
-        assert deleted.returncode != 0
-        assert "forbidden" in deleted.stderr.lower()
-    finally:
-        run(
+        assert configuration.delete_configuration(cluster.api, release)
+        with pytest.raises(configuration.ConfigurationError, match="run `helm upgrade`") as refused:
+            configuration.apply_configuration(as_sa, body)
+        assert str(refused.value).count("\n") == 0
+        upgraded = run(
             cluster,
-            cluster.kubectl(),
-            "delete",
-            "--ignore-not-found",
-            "mutatingwebhookconfiguration",
-            "sesame",
+            cluster.helm(),
+            "upgrade",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--reuse-values",
         )
+        assert upgraded.returncode == 0, upgraded.stderr
+        configuration.apply_configuration(as_sa, body)
+    finally:
+        as_sa.close()
 
 
 def test_cluster_wide_install_is_sufficient(
@@ -355,31 +386,22 @@ def test_cluster_wide_install_is_sufficient(
         monkeypatch.setenv("SESAME_WEBHOOK", "local")
         monkeypatch.setenv("SESAME_WEBHOOK_PORT", str(free_port()))
         monkeypatch.setenv("SESAME_WEBHOOK_CERT_DIR", str(tmp_path / "certs"))
-        monkeypatch.setenv("SESAME_WEBHOOK_CONFIG_NAME", "sesame")
+        monkeypatch.setenv("SESAME_WEBHOOK_CONFIG_NAME", release)
         monkeypatch.setenv("SESAME_WEBHOOK_NAMESPACES", namespace)
         monkeypatch.setenv("SESAME_NAMESPACE", release_ns)
-        try:
-            with (
-                as_service_account(cluster, monkeypatch, tmp_path, release_ns, release) as kubeconfig,
-                running_operator([], ["--all-namespaces"]) as runner,
-            ):
-                operator_core_flow(cluster, namespace, canary)
-                injected = eventually(
-                    lambda: webhook_injects(cluster, namespace), timeout=60, what="the webhook to inject"
-                )
-                ref = injected["spec"]["containers"][0]["env"]
-                assert {"name": "my-secret", "key": "my_secret", "optional": False} in [
-                    e.get("valueFrom", {}).get("secretKeyRef") for e in ref
-                ]
-        finally:
-            run(
-                cluster,
-                cluster.kubectl(),
-                "delete",
-                "--ignore-not-found",
-                "mutatingwebhookconfiguration",
-                "sesame",
+        with (
+            as_service_account(cluster, monkeypatch, tmp_path, release_ns, release) as kubeconfig,
+            running_operator([], ["--all-namespaces"]) as runner,
+        ):
+            operator_core_flow(cluster, namespace, canary)
+            injected = eventually(
+                lambda: webhook_injects(cluster, namespace), timeout=60, what="the webhook to inject"
             )
+            ref = injected["spec"]["containers"][0]["env"]
+            assert {"name": "my-secret", "key": "my_secret", "optional": False} in [
+                e.get("valueFrom", {}).get("secretKeyRef") for e in ref
+            ]
+        helm_upgrade_keeps_the_webhooks(cluster, release, release_ns)
         assert_clean_log(runner.output)
         assert canary not in runner.output
 
@@ -413,9 +435,13 @@ def test_cluster_wide_install_is_sufficient(
         assert can_i(
             cluster, sa, "update", "taskruns.sesame.dev", "-n", namespace, "--subresource=finalizers"
         )
-        assert_webhook_configuration_rights(cluster, sa, kubeconfig)
-    gone = run(cluster, cluster.kubectl(), "get", "clusterrole", f"{release}-operator", "-o", "name")
-    assert gone.returncode != 0, "helm uninstall left the ClusterRole behind"
+        assert_webhook_configuration_rights(cluster, sa, kubeconfig, release)
+        a_missing_configuration_is_named_and_helm_upgrade_restores_it(
+            cluster, release, release_ns, kubeconfig
+        )
+    for kind, name in [("clusterrole", f"{release}-operator"), ("mutatingwebhookconfiguration", release)]:
+        gone = run(cluster, cluster.kubectl(), "get", kind, name, "-o", "name")
+        assert gone.returncode != 0, f"helm uninstall left the {kind} {name} behind"
 
 
 def test_namespace_list_install_is_sufficient(
@@ -462,7 +488,7 @@ def test_namespace_list_install_is_sufficient(
             assert not can_i(cluster, sa, verb, resource, "--all-namespaces"), (verb, resource)
         # webhook.enabled=false: no webhook configuration rights at all.
         assert not can_i(cluster, sa, "create", "mutatingwebhookconfigurations")
-        assert not can_i(cluster, sa, "get", "mutatingwebhookconfigurations/sesame")
+        assert not can_i(cluster, sa, "get", f"mutatingwebhookconfigurations/{release}")
     # The Roles went with the release.
     left = run(cluster, cluster.kubectl(), "get", "role", f"{release}-operator", "-n", team_a, "-o", "name")
     assert left.returncode != 0

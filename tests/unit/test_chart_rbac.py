@@ -343,6 +343,14 @@ def test_webhook_wiring() -> None:
     assert env["SESAME_WEBHOOK_PORT"] == "9443"
     assert env["SESAME_WEBHOOK_TIMEOUT"] == "5"
     assert env["SESAME_WEBHOOK_CONFIG_NAME"] == "sesame"  # the resourceNames of the webhook's RBAC
+    # The chart creates that configuration, empty: no `webhooks` for Helm's merges to overwrite.
+    [shell] = of_kind(objects, "MutatingWebhookConfiguration")
+    assert shell["metadata"]["name"] == "sesame" and "webhooks" not in shell
+    named = render(release="team-x")
+    [shell] = of_kind(named, "MutatingWebhookConfiguration")
+    [named_container] = of_kind(named, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "SESAME_WEBHOOK_CONFIG_NAME", "value": "team-x-sesame"} in named_container["env"]
+    assert shell["metadata"]["name"] == "team-x-sesame"
     assert "SESAME_WEBHOOK_NAMESPACES" not in env
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["webhook-certs"]["mountPath"] == env["SESAME_WEBHOOK_CERT_DIR"]
@@ -372,6 +380,7 @@ def test_webhook_wiring() -> None:
     # Webhook off: no webhook Service, no port, no webhook RBAC.
     objects = render(["webhook.enabled=false"])
     assert "sesame-webhook" not in {s["metadata"]["name"] for s in of_kind(objects, "Service")}
+    assert of_kind(objects, "MutatingWebhookConfiguration") == []
 
 
 def test_image_matches_dockerfile_and_package_version() -> None:

@@ -1,4 +1,4 @@
-"""The MutatingWebhookConfiguration Sesame owns: built purely here, written once at startup.
+"""The MutatingWebhookConfiguration Sesame fills in: built purely here, written once at startup.
 
 Kopf's managed mode is not used: it hard-codes a 30 s timeout, has no namespaceSelector and keeps
 overwriting the object. Sesame's configuration is narrow on purpose (DESIGN.md §4): only pods that
@@ -99,33 +99,56 @@ def build_configuration(
     }
 
 
+class ConfigurationError(RuntimeError):
+    """The configuration cannot be written; the message says why and what to do."""
+
+
 def apply_configuration(api: client.ApiClient, body: Mapping[str, Any]) -> None:
-    """Create the configuration, or replace the whole object when it exists (Sesame owns it)."""
+    """Fill in the configuration's webhooks, creating the object only when it does not exist.
+
+    In a cluster the Helm chart creates the (empty) object, so the operator needs no right to
+    create webhook configurations and `helm uninstall` removes it; the operator then owns only its
+    `webhooks`. Its metadata (Helm's ownership labels and annotations) is kept as it is.
+    """
     # Any: the client's stubs want model objects; it accepts (and sends) plain dicts as they are.
     admission: Any = client.AdmissionregistrationV1Api(api)
     name = body["metadata"]["name"]
-    try:
-        admission.create_mutating_webhook_configuration(dict(body))
-        logger.info("created MutatingWebhookConfiguration %s", name)
-        return
-    except ApiException as error:
-        if error.status != 409:
-            raise
     for _ in range(5):  # a concurrent writer (a second replica) bumps resourceVersion: read again
-        existing = admission.read_mutating_webhook_configuration(name)
-        replacement = {
-            **body,
-            "metadata": {**body["metadata"], "resourceVersion": existing.metadata.resource_version},
-        }
+        try:
+            existing = api.sanitize_for_serialization(admission.read_mutating_webhook_configuration(name))
+        except ApiException as error:
+            if error.status != 404:
+                raise ConfigurationError(_refused("read", name, error)) from None
+            _create(admission, body)
+            return
+        replacement = {**body, "metadata": existing["metadata"]}
         try:
             admission.replace_mutating_webhook_configuration(name, replacement)
         except ApiException as error:
             if error.status == 409:
                 continue
-            raise
+            raise ConfigurationError(_refused("update", name, error)) from None
         logger.info("updated MutatingWebhookConfiguration %s", name)
         return
-    raise RuntimeError(f"MutatingWebhookConfiguration {name} kept changing; could not update it")
+    raise ConfigurationError(f"MutatingWebhookConfiguration {name} kept changing; could not update it")
+
+
+def _create(admission: Any, body: Mapping[str, Any]) -> None:
+    name = body["metadata"]["name"]
+    try:
+        admission.create_mutating_webhook_configuration(dict(body))
+    except ApiException as error:
+        if error.status == 403:
+            raise ConfigurationError(
+                f"MutatingWebhookConfiguration {name} does not exist and this operator may not create it; "
+                "the Helm chart creates it: run `helm upgrade` for the release (or create it empty)"
+            ) from None
+        raise ConfigurationError(_refused("create", name, error)) from None
+    logger.info("created MutatingWebhookConfiguration %s", name)
+
+
+def _refused(verb: str, name: str, error: ApiException) -> str:
+    return f"could not {verb} MutatingWebhookConfiguration {name}: HTTP {error.status} {error.reason}"
 
 
 def delete_configuration(api: client.ApiClient, name: str) -> bool:

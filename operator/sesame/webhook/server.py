@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
+import urllib3
 
 from sesame.kube.client import api_client
 from sesame.webhook import certificates, configuration
@@ -24,6 +25,7 @@ from sesame.webhook.handler import HANDLER_ID, MEMO_KEY, WebhookRuntime
 from sesame.webhook.options import OptionsError, WebhookOptions, from_env
 
 logger = logging.getLogger("sesame.webhook")
+RETRY_SECONDS = 10
 
 
 class NoWebhookServer:
@@ -71,7 +73,13 @@ class SesameWebhookServer(kopf.WebhookServer):
 
         async for client_config in super().__call__(with_namespace):
             body = configuration_for(self.options, client_config)
-            await asyncio.to_thread(configuration.apply_configuration, self.runtime.api, body)
+            while True:  # until written: meanwhile labelled pods are refused (fail closed), nothing else
+                try:
+                    await asyncio.to_thread(configuration.apply_configuration, self.runtime.api, body)
+                    break
+                except (configuration.ConfigurationError, OSError, urllib3.exceptions.HTTPError) as error:
+                    logger.error("webhook not registered: %s (retrying in %d s)", error, RETRY_SECONDS)
+                    await asyncio.sleep(RETRY_SECONDS)
             yield client_config
 
 
