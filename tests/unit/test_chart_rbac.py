@@ -345,7 +345,8 @@ def test_webhook_wiring() -> None:
     assert env["SESAME_WEBHOOK_CONFIG_NAME"] == "sesame"  # the resourceNames of the webhook's RBAC
     # The chart creates that configuration, empty: no `webhooks` for Helm's merges to overwrite.
     [shell] = of_kind(objects, "MutatingWebhookConfiguration")
-    assert shell["metadata"]["name"] == "sesame" and "webhooks" not in shell
+    assert shell["metadata"]["name"] == "sesame"
+    assert "webhooks" not in shell
     named = render(release="team-x")
     [shell] = of_kind(named, "MutatingWebhookConfiguration")
     [named_container] = of_kind(named, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
