@@ -98,39 +98,19 @@ def main() -> int:
         step("applying examples/taskrun.yaml before its secrets exist: it waits, it does not fail")
         run([kubectl, "apply", "-f", str(ROOT / "examples/taskrun.yaml")], env)
 
-        def condition_reason() -> str:
-            return subprocess.run(
-                [
-                    kubectl,
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "taskrun",
-                    "train",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type=='SecretsReady')].reason}",
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
+        def secrets_ready(field: str) -> list[str]:
+            """kubectl printing one field of the TaskRun's SecretsReady condition."""
+            jsonpath = f"jsonpath={{.status.conditions[?(@.type=='SecretsReady')].{field}}}{{'\\n'}}"
+            return [kubectl, "-n", NAMESPACE, "get", "taskrun", "train", "-o", jsonpath]
 
-        wait_for("the SecretsReady condition", lambda: condition_reason() == "SecretNotFound")
+        def reason() -> str:
+            command = secrets_ready("reason")
+            read = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            return read.stdout.strip()
+
+        wait_for("the SecretsReady condition", lambda: reason() == "SecretNotFound")
         run([kubectl, "-n", NAMESPACE, "get", "taskrun", "train"], env)
-        run(
-            [
-                kubectl,
-                "-n",
-                NAMESPACE,
-                "get",
-                "taskrun",
-                "train",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='SecretsReady')].message}{'\\n'}",
-            ],
-            env,
-        )
+        run(secrets_ready("message"), env)
 
         step("storing the secrets with the sesame CLI (values come from stdin and are never printed)")
         for key in ("my_secret", "my_union_api_key", "my_file_secret", "gcp_sa"):

@@ -196,13 +196,7 @@ def as_service_account(
 
 def operator_core_flow(cluster: Cluster, namespace: str, canary: str, name: str = "train") -> None:
     """Secret exists -> TaskRun -> pod with secretKeyRef -> pod Succeeded -> TaskRun Succeeded."""
-    cluster.create_secret(
-        namespace,
-        "my-secret",
-        {"my_secret": canary},
-        labels={"app.kubernetes.io/managed-by": "sesame"},
-        annotations={"sesame.dev/key": "my_secret"},
-    )
+    cluster.store_secret(namespace, "my_secret", canary)
     cluster.create_taskrun(namespace, name, {"secrets": [{"key": "my_secret"}], "template": TEMPLATE})
     pod = eventually(lambda: cluster.pod(namespace, name), what=f"pod {namespace}/{name}")
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}

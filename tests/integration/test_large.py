@@ -24,7 +24,6 @@ from tests.support.processes import operator_process
 
 MAIN = {"name": "main", "image": "busybox"}
 TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN]}}
-MANAGED = {"labels": {"app.kubernetes.io/managed-by": "sesame"}}
 MIB = 1024 * 1024
 
 
@@ -87,13 +86,7 @@ def sesame_mount(pod: dict[str, Any]) -> dict[str, Any]:
 def test_fifty_secrets_in_one_taskrun(cluster: Cluster, namespace: str, canary: str, tmp_path: Path) -> None:
     keys = [f"secret_{i:02d}" for i in range(50)]
     for key in keys:
-        cluster.create_secret(
-            namespace,
-            key.replace("_", "-"),
-            {key: f"{canary}-{key}"},
-            annotations={"sesame.dev/key": key},
-            **MANAGED,
-        )
+        cluster.store_secret(namespace, key, f"{canary}-{key}")
     requests = [{"key": key, **({"mountRequirement": "FILE"} if i % 2 else {})} for i, key in enumerate(keys)]
     started = time.monotonic()
     with operator_process(cluster, [namespace], tmp_path / "operator.log"):

@@ -73,13 +73,7 @@ def total(found: Samples, name: str, **labels: str) -> float:
 
 
 def store(cluster: Cluster, namespace: str, key: str, value_: str) -> None:
-    cluster.create_secret(
-        namespace,
-        key.lower().replace("_", "-"),
-        {key: value_},
-        labels={"app.kubernetes.io/managed-by": "sesame"},
-        annotations={"sesame.dev/key": key},
-    )
+    cluster.store_secret(namespace, key, value_)
 
 
 def phase(cluster: Cluster, namespace: str, name: str) -> str | None:

@@ -13,13 +13,11 @@ from tests.support.operator import running_operator
 
 MAIN = {"name": "main", "image": "python:3.12-slim", "command": ["python", "-c", "print('hi')"]}
 TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN]}}
-SESAME = {"labels": {"app.kubernetes.io/managed-by": "sesame"}}
 
 
 def store(cluster: Cluster, namespace: str, key: str, value: str) -> None:
     """A secret as `sesame create secret` stores it (DESIGN §1)."""
-    name = key.lower().replace("_", "-")
-    cluster.create_secret(namespace, name, {key: value}, annotations={"sesame.dev/key": key}, **SESAME)
+    cluster.store_secret(namespace, key, value)
 
 
 def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

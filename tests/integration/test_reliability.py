@@ -40,14 +40,7 @@ def report(what: str, **figures: Any) -> None:
 
 def store_keys(cluster: Cluster, namespace: str, value: str) -> None:
     for key in KEYS:
-        name = key.replace("_", "-")
-        cluster.create_secret(
-            namespace,
-            name,
-            {key: value},
-            labels={"app.kubernetes.io/managed-by": "sesame"},
-            annotations={"sesame.dev/key": key},
-        )
+        cluster.store_secret(namespace, key, value)
 
 
 def plan(count: int, seed: int, prefix: str = "run") -> dict[str, list[dict[str, Any]]]:

@@ -7,13 +7,7 @@ TEMPLATE = {"spec": {"containers": [{"name": "main", "image": "python:3.12-slim"
 
 
 def test_default_env_delivery(cluster: Cluster, namespace: str, canary: str) -> None:
-    cluster.create_secret(
-        namespace,
-        "my-secret",
-        {"my_secret": canary},
-        labels={"app.kubernetes.io/managed-by": "sesame"},
-        annotations={"sesame.dev/key": "my_secret"},
-    )
+    cluster.store_secret(namespace, "my_secret", canary)
     with running_operator([namespace]) as runner:
         cluster.create_taskrun(namespace, "train", {"secrets": [{"key": "my_secret"}], "template": TEMPLATE})
         pod = eventually(lambda: cluster.pod(namespace, "train"), what="pod train")

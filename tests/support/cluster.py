@@ -18,6 +18,7 @@ from kubernetes.config import kube_config
 
 import localcluster
 from localcluster import LocalControlPlane, build_binaries
+from sesame import naming
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "taskrun.yaml"
@@ -63,6 +64,16 @@ class Cluster:
     def create_secret(self, namespace: str, name: str, data: dict[str, str], **meta: Any) -> None:
         self.core.create_namespaced_secret(
             namespace, {"metadata": {"name": name, **meta}, "stringData": data}
+        )
+
+    def store_secret(self, namespace: str, key: str, value: str) -> None:
+        """A secret as `sesame create secret` stores it (DESIGN §1), written directly."""
+        self.create_secret(
+            namespace,
+            naming.secret_object_name(key),
+            {key: value},
+            labels={naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE},
+            annotations={naming.KEY_ANNOTATION: key},
         )
 
     def create_taskrun(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:

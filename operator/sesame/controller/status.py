@@ -44,15 +44,23 @@ def condition(
     }
 
 
-def waiting_status(
-    previous: Mapping[str, Any] | None, reason: str, message: str, generation: int
-) -> dict[str, Any]:
-    """No pod: a request cannot be met (yet)."""
+def _pending(message: str, generation: int, conditions: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "phase": "Pending",
         "observedGeneration": generation,
         "message": message,
-        "conditions": [
+        "conditions": conditions,
+    }
+
+
+def waiting_status(
+    previous: Mapping[str, Any] | None, reason: str, message: str, generation: int
+) -> dict[str, Any]:
+    """No pod: a request cannot be met (yet)."""
+    return _pending(
+        message,
+        generation,
+        [
             condition(previous, SECRETS_READY, False, reason, message, generation),
             condition(
                 previous,
@@ -64,25 +72,24 @@ def waiting_status(
             ),
             condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation),
         ],
-    }
+    )
 
 
 def pod_failed_status(
     previous: Mapping[str, Any] | None, reason: str, message: str, generation: int
 ) -> dict[str, Any]:
     """Secrets are ready but the pod could not be created (invalid template, name taken, ...)."""
-    return {
-        "phase": "Pending",
-        "observedGeneration": generation,
-        "message": message,
-        "conditions": [
+    return _pending(
+        message,
+        generation,
+        [
             condition(
                 previous, SECRETS_READY, True, "SecretsFound", "every requested secret exists", generation
             ),
             condition(previous, POD_CREATED, False, reason, message, generation),
             condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation),
         ],
-    }
+    )
 
 
 def _failure(pod: Mapping[str, Any]) -> tuple[str, str]:
