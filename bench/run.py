@@ -93,7 +93,7 @@ def loadavg() -> list[float]:
 def profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
-        log("--profile: py-spy is not installed (pip install py-spy); not profiling")
+        log("--profile: py-spy is not installed (make venv installs it); not profiling")
         return None
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--rate", "100", "--output", str(output), "--nonblocking"],

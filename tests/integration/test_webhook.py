@@ -8,6 +8,7 @@ deletes the configuration at the end, whatever happened.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -271,6 +272,44 @@ def test_stopped_webhook_refuses_labelled_pods_only(cluster: Cluster, namespace:
     with pytest.raises(ApiException) as gone:
         read_configuration(cluster, webhook)
     assert gone.value.status == 404
+
+
+def test_generated_certificates_rotate_in_the_running_operator(
+    cluster: Cluster, namespace: str, webhook: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 12 s certificate is replaced after ~8 s: the configuration first trusts both CAs, then the
+    new one alone; labelled pods keep being injected, and none is ever admitted without it."""
+    monkeypatch.setenv("SESAME_WEBHOOK_CERT_VALIDITY_SECONDS", "12")
+    cluster.store_secret(namespace, "my_secret", "value")
+
+    def ca_bundles() -> list[str]:
+        return [w["clientConfig"]["caBundle"] for w in read_configuration(cluster, webhook)["webhooks"]]
+
+    with running_operator([namespace]) as runner:
+        wait_until_serving(cluster, namespace)
+        [first] = ca_bundles()
+        seen, injected, refused = [first], 0, []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(seen) < 3:
+            try:
+                pod = create_pod(cluster, namespace, pod_body("probe", [{"key": "my_secret"}]), dry_run=True)
+            except ApiException as error:
+                refused.append(message_of(error))
+            else:
+                assert "SESAME_SECRET_MY_SECRET" in env_of(pod)  # admitted means injected, always
+                injected += 1
+            [current] = ca_bundles()
+            if current != seen[-1]:
+                seen.append(current)
+            time.sleep(0.1)
+        pod = create_pod(cluster, namespace, pod_body("after", [{"key": "my_secret"}]), dry_run=True)
+        assert "SESAME_SECRET_MY_SECRET" in env_of(pod)
+    print(f"\n[webhook] rotation: {injected} injected, {len(refused)} refused: {refused[:3]}")
+    assert len(seen) == 3, f"expected the old CA, both, then the new one; saw {len(seen)} bundles"
+    old, both, new = (base64.b64decode(b) for b in seen)
+    assert both == old + new  # trusted both during the change
+    assert old != new
+    assert "rotating" in runner.output or "generating a webhook CA" in runner.output
 
 
 def test_dry_run_returns_the_mutated_pod_and_persists_nothing(

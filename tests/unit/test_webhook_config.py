@@ -228,6 +228,28 @@ def test_ensure_generates_keeps_and_rotates(tmp_path: Path) -> None:
     assert "new.ns.svc" in certificates.covered_hosts(x509.load_pem_x509_certificate(files.cert.read_bytes()))
 
 
+def test_short_lived_certificates_rotate_after_two_thirds_and_are_checked_often_enough(
+    tmp_path: Path,
+) -> None:
+    options = from_env({"SESAME_WEBHOOK": "local", "SESAME_WEBHOOK_CERT_VALIDITY_SECONDS": "30"})
+    assert (options.cert_validity_seconds, options.cert_check_seconds) == (30, 1)
+    assert from_env({"SESAME_WEBHOOK": "local"}).cert_check_seconds == 3600  # one year: hourly
+    with pytest.raises(OptionsError, match="at least 10 seconds"):
+        from_env({"SESAME_WEBHOOK": "local", "SESAME_WEBHOOK_CERT_VALIDITY_SECONDS": "5"})
+
+    validity = datetime.timedelta(seconds=30)
+    files = certificates.ensure(tmp_path, HOSTS, now=NOW, validity=validity)
+    # The backdating for clock skew is a tenth of a short lifetime, so a fresh one is not rotated at once.
+    assert certificates.renewal(tmp_path, HOSTS, now=NOW, validity=validity) is None
+    later = NOW + datetime.timedelta(seconds=15)
+    assert certificates.renewal(tmp_path, HOSTS, now=later, validity=validity) is None
+    renewed = certificates.renewal(
+        tmp_path, HOSTS, now=NOW + datetime.timedelta(seconds=21), validity=validity
+    )
+    assert renewed is not None
+    assert files.ca.read_bytes() != renewed.ca_pem  # computed, not written: the server decides when
+
+
 def test_ensure_uses_provided_certificates_as_they_are(tmp_path: Path) -> None:
     bundle = certificates.generate(["sesame-webhook.sesame.svc"], now=NOW)
     for name, data in (("tls.crt", bundle.cert_pem), ("tls.key", bundle.key_pem), ("ca.crt", bundle.ca_pem)):

@@ -5,12 +5,13 @@ Sesame makes its certificates here. Two sources, decided by the certificate dire
 
 - provided: `tls.crt`, `tls.key` and `ca.crt` are there and were not written by Sesame (e.g. a
   cert-manager Secret mounted as a volume). They are used as they are; their owner rotates them.
-- generated: anything else. Sesame writes all three plus a marker file, and on every start
-  replaces them when they are missing, unreadable, not yet valid, within the last third of their
-  lifetime, not issued by the CA, not matching the key, or missing a host the API server dials.
+- generated: anything else. Sesame writes all three plus a marker file, and replaces them (at start,
+  and in the running operator: `renewal`) when they are missing, unreadable, not yet valid, within
+  the last third of their lifetime, not issued by the CA, not matching the key, or missing a host
+  the API server dials.
 
 The CA key is never written anywhere: the CA signs one serving certificate and is thrown away,
-and a rotation makes a new CA (the webhook configuration's caBundle is rewritten at startup).
+and a rotation makes a new CA (sesame.webhook.server puts it into the webhook configuration).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def generate(
     if not hosts:
         raise ValueError("a serving certificate needs at least one host")
     now = now or _now()
-    not_before = now - CLOCK_SKEW
+    not_before = now - min(CLOCK_SKEW, validity / 10)
     not_after = now + validity
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -194,7 +195,7 @@ def rotation_reason(
     return None
 
 
-def _read(directory: Path) -> Bundle | None:
+def read(directory: Path) -> Bundle | None:
     try:
         return Bundle(
             ca_pem=(directory / CA_FILE).read_bytes(),
@@ -226,7 +227,11 @@ def write(directory: Path, bundle: Bundle) -> None:
 
 
 def ensure(
-    directory: Path, hosts: Sequence[str], *, now: datetime.datetime | None = None
+    directory: Path,
+    hosts: Sequence[str],
+    *,
+    now: datetime.datetime | None = None,
+    validity: datetime.timedelta = DEFAULT_VALIDITY,
 ) -> CertificateFiles:
     """Use the provided certificates in `directory`, or generate (and rotate) Sesame's own."""
     names = (CERT_FILE, KEY_FILE, CA_FILE)
@@ -240,7 +245,7 @@ def ensure(
                 "and ca.crt together (a cert-manager Certificate Secret has all three), or empty the "
                 "directory so Sesame generates its own"
             )
-        bundle = _read(directory)
+        bundle = read(directory)
         assert bundle is not None
         # Not ours to replace: whoever provides them rotates them (Kopf's server reloads changed
         # files); only say what is off. Their names are the provider's business (often no loopback).
@@ -251,9 +256,23 @@ def ensure(
             logger.info("using the provided webhook certificate in %s", directory)
         return CertificateFiles(directory, generated=False)
 
-    bundle = _read(directory) if generated_before else None
-    reason = "there is none yet" if bundle is None else rotation_reason(bundle, hosts, now=now)
-    if reason:
-        logger.info("generating a webhook CA and serving certificate in %s: %s", directory, reason)
-        write(directory, generate(hosts, now=now))
+    renewed = renewal(directory, hosts, now=now, validity=validity)
+    if renewed is not None:
+        write(directory, renewed)
     return CertificateFiles(directory, generated=True)
+
+
+def renewal(
+    directory: Path,
+    hosts: Sequence[str],
+    *,
+    now: datetime.datetime | None = None,
+    validity: datetime.timedelta = DEFAULT_VALIDITY,
+) -> Bundle | None:
+    """A new bundle when the generated one in `directory` must be replaced (not written yet)."""
+    bundle = read(directory) if (directory / MARKER_FILE).exists() else None
+    reason = "there is none yet" if bundle is None else rotation_reason(bundle, hosts, now=now)
+    if not reason:
+        return None
+    logger.info("generating a webhook CA and serving certificate in %s: %s", directory, reason)
+    return generate(hosts, now=now, validity=validity)

@@ -11,6 +11,8 @@ Pure (no I/O), so the rules are unit-tested:
   SESAME_WEBHOOK_TIMEOUT       timeoutSeconds of the webhook, 1..5 (default 5)
   SESAME_WEBHOOK_CONFIG_NAME   name of the MutatingWebhookConfiguration (default sesame)
   SESAME_WEBHOOK_NAMESPACES    optional comma-separated namespaces: only these are ever sent to the webhook
+  SESAME_WEBHOOK_CERT_VALIDITY_SECONDS  lifetime of a generated certificate (default one year); it is
+                               replaced in the running operator when a third of it is left
   SESAME_NAMESPACE / POD_NAMESPACE   Sesame's own namespace, never sent to the webhook
 """
 
@@ -30,6 +32,8 @@ DEFAULT_TIMEOUT = 5
 MAX_TIMEOUT = 5  # every second here is spent from the pod-create p99 budget of the whole cluster
 DEFAULT_CONFIG_NAME = "sesame"
 SYSTEM_NAMESPACES = ("kube-system",)
+DEFAULT_CERT_VALIDITY = 365 * 24 * 3600
+MIN_CERT_VALIDITY = 10
 
 
 class OptionsError(ValueError):
@@ -65,10 +69,16 @@ class WebhookOptions:
     config_name: str = DEFAULT_CONFIG_NAME
     own_namespace: str | None = None
     only_namespaces: tuple[str, ...] = ()
+    cert_validity_seconds: int = DEFAULT_CERT_VALIDITY
 
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
+
+    @property
+    def cert_check_seconds(self) -> int:
+        """How often certificate files are checked: often enough to rotate long before expiry."""
+        return max(1, min(3600, self.cert_validity_seconds // 30))
 
     @property
     def excluded_namespaces(self) -> list[str]:
@@ -160,6 +170,11 @@ def from_env(env: Mapping[str, str] | None = None) -> WebhookOptions:
         dict.fromkeys(n.strip() for n in (env.get("SESAME_WEBHOOK_NAMESPACES") or "").split(",") if n.strip())
     )
     config_name = (env.get("SESAME_WEBHOOK_CONFIG_NAME") or "").strip() or DEFAULT_CONFIG_NAME
+    validity = _int(env, "SESAME_WEBHOOK_CERT_VALIDITY_SECONDS", DEFAULT_CERT_VALIDITY)
+    if validity < MIN_CERT_VALIDITY:
+        raise OptionsError(
+            f"SESAME_WEBHOOK_CERT_VALIDITY_SECONDS={validity} must be at least {MIN_CERT_VALIDITY} seconds"
+        )
     return WebhookOptions(
         mode=mode,
         port=port,
@@ -171,4 +186,5 @@ def from_env(env: Mapping[str, str] | None = None) -> WebhookOptions:
         config_name=config_name,
         own_namespace=own_namespace,
         only_namespaces=only,
+        cert_validity_seconds=validity,
     )

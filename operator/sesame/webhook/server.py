@@ -3,15 +3,18 @@
 `configure_webhook` is the one call the operator's startup makes. With SESAME_WEBHOOK=off it
 installs a server that never listens (Kopf refuses to start with admission handlers and no
 server); with `local` or `service` it prepares the certificates and a `kopf.WebhookServer`. The
-MutatingWebhookConfiguration is written when that server is actually listening (and again when
-provided certificate files change), so the API server is never pointed at a port nobody serves
-with a CA that is not in use. It is deliberately NOT removed at exit: with `failurePolicy: Fail`
-a stopped Sesame refuses labelled pods instead of letting them run without their secrets.
+MutatingWebhookConfiguration is written when that server is actually listening, and again when
+the certificate files change (cert-manager renewals, or Sesame rotating the certificates it
+generated), so the API server is never pointed at a port nobody serves with a CA not in use.
+It is deliberately NOT removed at exit: with `failurePolicy: Fail` a stopped Sesame refuses
+labelled pods instead of letting them run without their secrets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +29,7 @@ from sesame.webhook.options import OptionsError, WebhookOptions, from_env
 
 logger = logging.getLogger("sesame.webhook")
 RETRY_SECONDS = 10
+CA_PROPAGATION_SECONDS = 2  # for the API server to see a new caBundle (it watches the configuration)
 
 
 class NoWebhookServer:
@@ -50,7 +54,8 @@ def _fill_namespace(request: Any) -> None:
 
 
 class SesameWebhookServer(kopf.WebhookServer):
-    """Kopf's HTTPS server plus: the namespace from the request, and registration once listening."""
+    """Kopf's HTTPS server plus: the namespace from the request, registration once listening, and
+    rotation of generated certificates before they expire."""
 
     def __init__(
         self, options: WebhookOptions, files: certificates.CertificateFiles, runtime: WebhookRuntime
@@ -62,25 +67,61 @@ class SesameWebhookServer(kopf.WebhookServer):
             certfile=str(files.cert),
             pkeyfile=str(files.key),
             cafile=str(files.ca),
+            # Kopf serves anew when the files change: cert-manager's renewals, and Sesame's own.
+            file_check_interval=options.cert_check_seconds,
         )
         self.options = options
+        self.files = files
         self.runtime = runtime
+        self.served: kopf.WebhookClientConfig | None = None
 
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
         async def with_namespace(request: Any, **kwargs: Any) -> Any:
             _fill_namespace(request)
             return await fn(request, **kwargs)
 
-        async for client_config in super().__call__(with_namespace):
-            body = configuration_for(self.options, client_config)
-            while True:  # until written: meanwhile labelled pods are refused (fail closed), nothing else
-                try:
-                    await asyncio.to_thread(configuration.apply_configuration, self.runtime.api, body)
-                    break
-                except (configuration.ConfigurationError, OSError, urllib3.exceptions.HTTPError) as error:
-                    logger.error("webhook not registered: %s (retrying in %d s)", error, RETRY_SECONDS)
-                    await asyncio.sleep(RETRY_SECONDS)
-            yield client_config
+        rotation = asyncio.create_task(self._rotate()) if self.files.generated else None
+        try:
+            async for client_config in super().__call__(with_namespace):
+                self.served = client_config
+                await self._register(client_config)
+                yield client_config
+        finally:
+            if rotation is not None:
+                rotation.cancel()
+
+    async def _register(self, served: kopf.WebhookClientConfig) -> None:
+        """Write the configuration; until that works, labelled pods are refused (fail closed)."""
+        body = configuration_for(self.options, served)
+        while True:
+            try:
+                await asyncio.to_thread(configuration.apply_configuration, self.runtime.api, body)
+                return
+            except (configuration.ConfigurationError, OSError, urllib3.exceptions.HTTPError) as error:
+                logger.error("webhook not registered: %s (retrying in %d s)", error, RETRY_SECONDS)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _rotate(self) -> None:
+        """Replace generated certificates a third of their lifetime before they expire.
+
+        The API server is told to trust the old and the new CA first, then the new files are
+        written; Kopf serves them at its next file check and yields the new CA alone, which
+        `__call__` registers. So no admission fails verification during the change.
+        """
+        validity = datetime.timedelta(seconds=self.options.cert_validity_seconds)
+        hosts = self.options.certificate_hosts
+        while True:
+            await asyncio.sleep(self.options.cert_check_seconds)
+            served = self.served
+            renewed = await asyncio.to_thread(
+                certificates.renewal, self.files.directory, hosts, validity=validity
+            )
+            if renewed is None or served is None:
+                continue
+            trusted = base64.b64decode(served.get("caBundle") or "") + renewed.ca_pem
+            await self._register({**served, "caBundle": base64.b64encode(trusted).decode("ascii")})
+            await asyncio.sleep(CA_PROPAGATION_SECONDS)
+            await asyncio.to_thread(certificates.write, self.files.directory, renewed)
 
 
 def configuration_for(options: WebhookOptions, served: kopf.WebhookClientConfig) -> dict[str, Any]:
@@ -114,7 +155,11 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> Webho
         settings.admission.server = NoWebhookServer()
         return options
     try:
-        files = certificates.ensure(options.cert_dir, options.certificate_hosts)
+        files = certificates.ensure(
+            options.cert_dir,
+            options.certificate_hosts,
+            validity=datetime.timedelta(seconds=options.cert_validity_seconds),
+        )
     except (certificates.CertificateError, OSError) as error:
         raise kopf.PermanentError(f"webhook certificates: {error}") from None
     runtime = WebhookRuntime(api=api_client())
