@@ -274,6 +274,51 @@ def test_stopped_webhook_refuses_labelled_pods_only(cluster: Cluster, namespace:
     assert gone.value.status == 404
 
 
+def job(name: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = pod_body("unused", requests)
+    del pod["metadata"]["name"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"metadata": pod["metadata"], "spec": pod["spec"]}},
+    }
+
+
+def test_pods_of_a_job_are_injected_and_a_bad_job_says_why(
+    cluster: Cluster, namespace: str, webhook: str, canary: str
+) -> None:
+    """kube-controller-manager's Job controller creates the pods, as other workflow engines do."""
+    cluster.store_secret(namespace, "my_secret", canary)
+    batch: Any = client.BatchV1Api(cluster.api)
+    with running_operator([namespace]) as runner:
+        wait_until_serving(cluster, namespace)
+        batch.create_namespaced_job(namespace, job("good", [{"key": "my_secret"}]))
+        batch.create_namespaced_job(namespace, job("bad", [{"key": "absent_key"}]))
+
+        def pods_of(job_name: str) -> list[dict[str, Any]]:
+            found = cluster.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
+            return [cluster.api.sanitize_for_serialization(p) for p in found.items]
+
+        [pod] = eventually(lambda: pods_of("good"), timeout=60, what="the Job's pod")
+        assert pod["metadata"]["name"].startswith("good-")
+        ref = env_of(pod)["SESAME_SECRET_MY_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("my-secret", "my_secret")
+        assert "sesame.dev/injected" in pod["metadata"]["annotations"]
+
+        def refusal() -> str | None:
+            events = cluster.core.list_namespaced_event(
+                namespace, field_selector="involvedObject.name=bad,reason=FailedCreate"
+            ).items
+            return next((e.message for e in events if "absent_key" in (e.message or "")), None)
+
+        message = eventually(refusal, timeout=60, what="the Job's FailedCreate event")
+        assert "sesame create secret" in message, message
+        assert pods_of("bad") == []  # never a pod without its secrets
+    print(f"\n[webhook] the Job controller was told: {message}")  # (KopfRunner captures stdout above)
+    assert canary not in runner.output
+
+
 def test_generated_certificates_rotate_in_the_running_operator(
     cluster: Cluster, namespace: str, webhook: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
