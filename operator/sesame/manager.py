@@ -48,6 +48,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 30
     # No on.create/update/field/resume handlers: nothing reads Kopf's per-event copy of each object.
     settings.persistence.diffbase_storage = kopf_tuning.NoDiffBase()
+    kopf_tuning.narrow_watches(settings)
     # off (the Helm chart): no cluster-wide namespace/CRD observation, so the least-privilege RBAC
     # needs neither (Kopf would retry the forbidden list for a minute, blocking startup with
     # --namespace). Namespace globs need it on: with it off, Kopf serves exact names only.

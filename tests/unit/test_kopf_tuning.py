@@ -8,6 +8,7 @@ import logging
 import kopf
 import pytest
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.structs import references
 
 import sesame.manager  # noqa: F401  (registers every handler, applies the readiness fix)
 from sesame.controller import kopf_tuning
@@ -63,3 +64,16 @@ def test_refused_events_in_a_terminating_namespace_are_debug_and_other_refusals_
         poster.error("Request attempt #1/9 failed; will retry: POST ... -> APIForbiddenError(403)")
     levels = [(r.levelname, "NamespaceTerminating" in r.getMessage()) for r in caplog.records]
     assert levels == [("DEBUG", True), ("ERROR", False)]
+
+
+def test_pods_are_selected_by_the_api_server_and_lists_come_in_chunks() -> None:
+    settings = kopf.OperatorSettings()
+    kopf_tuning.narrow_watches(settings)
+    pods = references.Resource("", "v1", "pods", kind="Pod", namespaced=True)
+    secrets = references.Resource("", "v1", "secrets", kind="Secret", namespaced=True)
+    metrics_pods = references.Resource("metrics.k8s.io", "v1beta1", "pods", kind="PodMetrics")
+    assert settings.watching.label_selectors.collect(pods) == ["sesame.dev/taskrun"]
+    # Secrets named by `from:` carry no Sesame label: those watches stay whole.
+    assert settings.watching.label_selectors.collect(secrets) == []
+    assert settings.watching.label_selectors.collect(metrics_pods) == []
+    assert settings.watching.chunk_size == kopf_tuning.LIST_CHUNK_SIZE
