@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -367,3 +368,37 @@ def test_a_foreign_pod_with_the_same_name_is_not_adopted(cluster: Cluster, names
             what="PodNameTaken",
         )
     assert "not owned by this TaskRun" in created["message"]
+
+
+def test_a_pod_deleted_or_unlabelled_before_it_finished_fails_its_taskrun(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The operator watches only labelled pods, so a TaskRun pod losing its label is, to it, gone."""
+    store(cluster, namespace, "my_secret", "value")
+    spec = {"secrets": [{"key": "my_secret"}], "template": TEMPLATE}
+    with running_operator([namespace]):
+        for name in ("deleted", "unlabelled"):
+            cluster.create_taskrun(namespace, name, spec)
+            eventually(
+                lambda name=name: (
+                    condition(status_of(cluster, namespace, name), "PodCreated").get("status") == "True"
+                ),
+                what=f"pod {name} created",
+            )
+        cluster.core.delete_namespaced_pod("deleted", namespace)  # unscheduled: gone at once
+        unlabel: Any = [{"op": "remove", "path": "/metadata/labels/sesame.dev~1taskrun"}]
+        cluster.core.patch_namespaced_pod("unlabelled", namespace, unlabel)
+        for name in ("deleted", "unlabelled"):
+            status = eventually(
+                lambda name=name: (s := status_of(cluster, namespace, name)).get("phase") == "Failed" and s,
+                what=f"TaskRun {name} Failed",
+            )
+            succeeded = condition(status, "Succeeded")
+            assert (succeeded["status"], succeeded["reason"]) == ("False", "PodDeleted")
+            assert succeeded["message"] == f"pod {name!r} was deleted before it finished"
+        # Failed is final: no second pod is made for the deleted one.
+        time.sleep(2)
+        assert cluster.pod(namespace, "deleted") is None
+    events = cluster.core.list_namespaced_event(namespace).items
+    reasons = {(e.involved_object.name, e.reason) for e in events}
+    assert {("deleted", "PodDeleted"), ("unlabelled", "PodDeleted")} <= reasons
