@@ -29,6 +29,7 @@ from sesame.webhook.options import OptionsError, WebhookOptions, from_env
 
 logger = logging.getLogger("sesame.webhook")
 RETRY_SECONDS = 10
+FILE_CHECK_SECONDS = 60
 CA_PROPAGATION_SECONDS = 2  # for the API server to see a new caBundle (it watches the configuration)
 
 
@@ -67,8 +68,9 @@ class SesameWebhookServer(kopf.WebhookServer):
             certfile=str(files.cert),
             pkeyfile=str(files.key),
             cafile=str(files.ca),
-            # Kopf serves anew when the files change: cert-manager's renewals, and Sesame's own.
-            file_check_interval=options.cert_check_seconds,
+            # Kopf serves anew when the files change: cert-manager's renewals (checked every
+            # minute, Kopf's default), and Sesame's own (written by `_rotate`).
+            file_check_interval=min(FILE_CHECK_SECONDS, options.cert_check_seconds),
         )
         self.options = options
         self.files = files
