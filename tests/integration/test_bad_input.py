@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import watch
@@ -499,6 +500,7 @@ POD = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.local_plane  # the API server calls a loopback webhook
 def test_generated_webhook_annotations(cluster: Cluster, namespace: str, canary: str, tmp_path: Path) -> None:
     plant_inventory(cluster, namespace, canary)
     config_name = f"sesame-bad-input-{namespace}"

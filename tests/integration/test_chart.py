@@ -361,6 +361,7 @@ def a_missing_configuration_is_named_and_helm_upgrade_restores_it(
         as_sa.close()
 
 
+@pytest.mark.local_plane  # the API server calls a loopback webhook
 def test_cluster_wide_install_is_sufficient(
     cluster: Cluster,
     namespace: str,

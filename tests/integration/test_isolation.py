@@ -283,6 +283,7 @@ def labelled_pod(
     }
 
 
+@pytest.mark.local_plane  # the API server calls a loopback webhook
 def test_no_annotation_in_a_reaches_b(
     cluster: Cluster, namespace: str, other: str, canary: str, webhook_env: None
 ) -> None:

@@ -27,6 +27,9 @@ from sesame.webhook.configuration import WEBHOOK_NAME, delete_configuration
 from tests.support.cluster import Cluster, eventually
 from tests.support.operator import running_operator
 
+# The API server calls the webhook on loopback: only the suite's own control plane can.
+pytestmark = pytest.mark.local_plane
+
 INJECT = {"sesame.dev/inject": "true"}
 MANAGED = {
     "labels": {"app.kubernetes.io/managed-by": "sesame"},
