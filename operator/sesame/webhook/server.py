@@ -115,15 +115,18 @@ class SesameWebhookServer(kopf.WebhookServer):
         while True:
             await asyncio.sleep(self.options.cert_check_seconds)
             served = self.served
-            renewed = await asyncio.to_thread(
-                certificates.renewal, self.files.directory, hosts, validity=validity
-            )
-            if renewed is None or served is None:
-                continue
-            trusted = base64.b64decode(served.get("caBundle") or "") + renewed.ca_pem
-            await self._register({**served, "caBundle": base64.b64encode(trusted).decode("ascii")})
-            await asyncio.sleep(CA_PROPAGATION_SECONDS)
-            await asyncio.to_thread(certificates.write, self.files.directory, renewed)
+            try:
+                renewed = await asyncio.to_thread(
+                    certificates.renewal, self.files.directory, hosts, validity=validity
+                )
+                if renewed is None or served is None:
+                    continue
+                trusted = base64.b64decode(served.get("caBundle") or "") + renewed.ca_pem
+                await self._register({**served, "caBundle": base64.b64encode(trusted).decode("ascii")})
+                await asyncio.sleep(CA_PROPAGATION_SECONDS)
+                await asyncio.to_thread(certificates.write, self.files.directory, renewed)
+            except (OSError, ValueError) as error:  # a full or read-only disk: the old files serve on
+                logger.error("webhook certificate rotation failed: %s (retrying)", error)
 
 
 def configuration_for(options: WebhookOptions, served: kopf.WebhookClientConfig) -> dict[str, Any]:
