@@ -34,7 +34,9 @@ and initial listings come in chunks, so a large namespace is never one giant res
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
@@ -47,32 +49,33 @@ logger = logging.getLogger("sesame.controller")
 FOR_KOPF = ("1.45.2",)
 
 
+@contextlib.asynccontextmanager
+async def _waking_waiters_on_flip(toggle_set: Any) -> AsyncIterator[None]:
+    """Change the set inside; wake its waiters only if `is_on()` flipped (all they wait for)."""
+    async with toggle_set._condition:
+        before = toggle_set.is_on()
+        yield
+        if toggle_set.is_on() != before:
+            toggle_set._condition.notify_all()
+
+
 async def _make_toggle(self: Any, __val: bool = False, *, name: str | None = None) -> Any:
     from kopf._cogs.aiokits.aiotoggles import Toggle
 
     toggle = Toggle(__val, name=name, condition=self._condition)
-    async with self._condition:
-        before = self.is_on()
+    async with _waking_waiters_on_flip(self):
         self._toggles.add(toggle)
-        if self.is_on() != before:
-            self._condition.notify_all()
     return toggle
 
 
 async def _drop_toggle(self: Any, toggle: Any) -> None:
-    async with self._condition:
-        before = self.is_on()
+    async with _waking_waiters_on_flip(self):
         self._toggles.discard(toggle)
-        if self.is_on() != before:
-            self._condition.notify_all()
 
 
 async def _drop_toggles(self: Any, toggles: Any) -> None:
-    async with self._condition:
-        before = self.is_on()
+    async with _waking_waiters_on_flip(self):
         self._toggles.difference_update(toggles)
-        if self.is_on() != before:
-            self._condition.notify_all()
 
 
 def apply_readiness_fix() -> bool:
