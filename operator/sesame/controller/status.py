@@ -44,12 +44,23 @@ def condition(
     }
 
 
-def _pending(message: str, generation: int, conditions: list[dict[str, Any]]) -> dict[str, Any]:
+WAITING_FOR_SECRETS = "no pod until every secret is ready"
+
+
+def _pending(
+    previous: Mapping[str, Any] | None,
+    message: str,
+    generation: int,
+    secrets_ready: dict[str, Any],
+    pod_created: dict[str, Any],
+) -> dict[str, Any]:
+    """No pod (yet), so the task has not run: only why differs."""
+    not_started = condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation)
     return {
         "phase": "Pending",
         "observedGeneration": generation,
         "message": message,
-        "conditions": conditions,
+        "conditions": [secrets_ready, pod_created, not_started],
     }
 
 
@@ -58,20 +69,11 @@ def waiting_status(
 ) -> dict[str, Any]:
     """No pod: a request cannot be met (yet)."""
     return _pending(
+        previous,
         message,
         generation,
-        [
-            condition(previous, SECRETS_READY, False, reason, message, generation),
-            condition(
-                previous,
-                POD_CREATED,
-                False,
-                "WaitingForSecrets",
-                "no pod until every secret is ready",
-                generation,
-            ),
-            condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation),
-        ],
+        condition(previous, SECRETS_READY, False, reason, message, generation),
+        condition(previous, POD_CREATED, False, "WaitingForSecrets", WAITING_FOR_SECRETS, generation),
     )
 
 
@@ -80,15 +82,11 @@ def pod_failed_status(
 ) -> dict[str, Any]:
     """Secrets are ready but the pod could not be created (invalid template, name taken, ...)."""
     return _pending(
+        previous,
         message,
         generation,
-        [
-            condition(
-                previous, SECRETS_READY, True, "SecretsFound", "every requested secret exists", generation
-            ),
-            condition(previous, POD_CREATED, False, reason, message, generation),
-            condition(previous, SUCCEEDED, None, "NotStarted", "the task has not run", generation),
-        ],
+        condition(previous, SECRETS_READY, True, "SecretsFound", "every requested secret exists", generation),
+        condition(previous, POD_CREATED, False, reason, message, generation),
     )
 
 
