@@ -60,21 +60,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(HERE.parent), *args], check=False, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def commit() -> str:
     """The commit measured, `+dirty` when the tree has changes (of anyone's) on top of it."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            check=False,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(HERE.parent), "status", "--porcelain", "--untracked-files=no"],
-            check=False,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except OSError:
         return "unknown"
     return f"{head}+dirty" if dirty else head or "unknown"

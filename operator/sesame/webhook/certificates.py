@@ -195,7 +195,7 @@ def rotation_reason(
     return None
 
 
-def read(directory: Path) -> Bundle | None:
+def _read(directory: Path) -> Bundle | None:
     try:
         return Bundle(
             ca_pem=(directory / CA_FILE).read_bytes(),
@@ -245,7 +245,7 @@ def ensure(
                 "and ca.crt together (a cert-manager Certificate Secret has all three), or empty the "
                 "directory so Sesame generates its own"
             )
-        bundle = read(directory)
+        bundle = _read(directory)
         assert bundle is not None
         # Not ours to replace: whoever provides them rotates them (Kopf's server reloads changed
         # files); only say what is off. Their names are the provider's business (often no loopback).
@@ -270,7 +270,7 @@ def renewal(
     validity: datetime.timedelta = DEFAULT_VALIDITY,
 ) -> Bundle | None:
     """A new bundle when the generated one in `directory` must be replaced (not written yet)."""
-    bundle = read(directory) if (directory / MARKER_FILE).exists() else None
+    bundle = _read(directory) if (directory / MARKER_FILE).exists() else None
     reason = "there is none yet" if bundle is None else rotation_reason(bundle, hosts, now=now)
     if not reason:
         return None
