@@ -310,16 +310,20 @@ def assert_webhook_configuration_rights(cluster: Cluster, sa: str, kubeconfig: P
         assert "forbidden" in refused.stderr.lower(), refused.stderr
 
 
+def helm_upgrade(cluster: Cluster, release: str, namespace: str) -> None:
+    upgraded = run(
+        cluster, cluster.helm(), "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values"
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+
+
 def helm_upgrade_keeps_the_webhooks(cluster: Cluster, release: str, namespace: str) -> None:
     """The operator filled in the chart's configuration; `helm upgrade` must neither undo that nor
     lose Helm's ownership of the object (its three-way merge sees no `webhooks` in the chart)."""
     admission = client.AdmissionregistrationV1Api(cluster.api)
     before = admission.read_mutating_webhook_configuration(release)
     assert before.webhooks, "the operator did not fill in the chart's webhook configuration"
-    upgraded = run(
-        cluster, cluster.helm(), "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values"
-    )
-    assert upgraded.returncode == 0, upgraded.stderr
+    helm_upgrade(cluster, release, namespace)
     after = admission.read_mutating_webhook_configuration(release)
     assert [w.client_config.ca_bundle for w in after.webhooks or []] == [
         w.client_config.ca_bundle for w in before.webhooks
@@ -345,17 +349,7 @@ def a_missing_configuration_is_named_and_helm_upgrade_restores_it(
         with pytest.raises(configuration.ConfigurationError, match="run `helm upgrade`") as refused:
             configuration.apply_configuration(as_sa, body)
         assert str(refused.value).count("\n") == 0
-        upgraded = run(
-            cluster,
-            cluster.helm(),
-            "upgrade",
-            release,
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--reuse-values",
-        )
-        assert upgraded.returncode == 0, upgraded.stderr
+        helm_upgrade(cluster, release, namespace)
         configuration.apply_configuration(as_sa, body)
     finally:
         as_sa.close()

@@ -72,10 +72,6 @@ def total(found: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= set(ls))
 
 
-def store(cluster: Cluster, namespace: str, key: str, value_: str) -> None:
-    cluster.store_secret(namespace, key, value_)
-
-
 def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
     phase_: str | None = (cluster.taskrun(namespace, name).get("status") or {}).get("phase")
     return phase_
@@ -88,7 +84,7 @@ def test_metrics_move_with_taskruns_and_never_name_a_secret(
     monkeypatch.setenv("SESAME_METRICS_PORT", str(port))
     monkeypatch.setenv("SESAME_METRICS_ADDR", "127.0.0.1")
     url = f"http://127.0.0.1:{port}/metrics"
-    store(cluster, namespace, "my_secret", canary)
+    cluster.store_secret(namespace, "my_secret", canary)
     with running_operator([namespace]):
         before = samples(eventually(lambda: fetch(url), what="the metrics endpoint"))
 
@@ -106,7 +102,7 @@ def test_metrics_move_with_taskruns_and_never_name_a_secret(
             lambda: value(samples(fetch(url) or ""), "sesame_taskruns_waiting_for_secrets") == 1,
             what="the waiting gauge to count the held TaskRun",
         )
-        store(cluster, namespace, "late_secret", canary)
+        cluster.store_secret(namespace, "late_secret", canary)
         eventually(lambda: cluster.pod(namespace, "late"), what="pod late once its secret exists")
         eventually(
             lambda: value(samples(fetch(url) or ""), "sesame_taskruns_waiting_for_secrets") == 0,
@@ -169,7 +165,7 @@ def test_chart_arguments_serve_health_metrics_and_json_logs(
     ]
     rendered = [d for d in yaml.safe_load_all(helm_template(values).stdout) if d]
     [container] = of_kind(rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
-    store(cluster, namespace, "my_secret", canary)
+    cluster.store_secret(namespace, "my_secret", canary)
     with operator_process(cluster, container["args"]) as process:
         eventually(lambda: fetch(f"http://127.0.0.1:{health}/healthz"), timeout=60, what="/healthz")
         eventually(lambda: fetch(f"http://127.0.0.1:{metrics}/metrics"), what="/metrics")

@@ -16,11 +16,6 @@ MAIN = {"name": "main", "image": "python:3.12-slim", "command": ["python", "-c",
 TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN]}}
 
 
-def store(cluster: Cluster, namespace: str, key: str, value: str) -> None:
-    """A secret as `sesame create secret` stores it (DESIGN §1)."""
-    cluster.store_secret(namespace, key, value)
-
-
 def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = cluster.taskrun(namespace, name).get("status") or {}
     return status
@@ -44,7 +39,7 @@ def everything_visible(cluster: Cluster, namespace: str) -> str:
 
 def test_every_request_form_is_delivered(cluster: Cluster, namespace: str, canary: str) -> None:
     for key in ("my_secret", "my_union_api_key", "my_file_secret", "gcp_sa"):
-        store(cluster, namespace, key, canary)
+        cluster.store_secret(namespace, key, canary)
     cluster.create_secret(namespace, "db-creds", {"password": canary, "user": "app"})
     spec = {
         "secrets": [
@@ -128,7 +123,7 @@ def test_missing_secret_waits_then_proceeds_by_itself(cluster: Cluster, namespac
         )
         assert warnings[0].reason == "SecretNotFound"
         assert cluster.pod(namespace, "late") is None
-        store(cluster, namespace, "api_token", canary)
+        cluster.store_secret(namespace, "api_token", canary)
         eventually(
             lambda: cluster.pod(namespace, "late"), timeout=10, what="the pod after the secret appeared"
         )
@@ -188,8 +183,8 @@ def test_missing_data_key_in_from_secret(cluster: Cluster, namespace: str) -> No
 def test_env_clash_is_a_clear_condition_and_no_pod(
     cluster: Cluster, namespace: str, secrets: list[dict[str, Any]], env: list[dict[str, Any]], fragment: str
 ) -> None:
-    store(cluster, namespace, "a", "x")
-    store(cluster, namespace, "b", "y")
+    cluster.store_secret(namespace, "a", "x")
+    cluster.store_secret(namespace, "b", "y")
     template = {"spec": {"containers": [{**MAIN, "env": env}]}}
     with running_operator([namespace]):
         cluster.create_taskrun(namespace, "clash", {"secrets": secrets, "template": template})
@@ -209,7 +204,7 @@ def test_no_spelling_reaches_another_namespace(cluster: Cluster, namespace: str,
     other = f"{namespace}-other"
     cluster.create_namespace(other)
     try:
-        store(cluster, other, "their_secret", canary)
+        cluster.store_secret(other, "their_secret", canary)
         cluster.create_secret(other, "their-creds", {"password": canary})
         with running_operator([namespace, other]) as runner:
             cluster.create_taskrun(
@@ -334,7 +329,7 @@ def test_deleting_the_taskrun_deletes_its_pod(cluster: Cluster, namespace: str) 
 
 
 def test_restarted_operator_keeps_one_pod_per_taskrun(cluster: Cluster, namespace: str) -> None:
-    store(cluster, namespace, "k", "v")
+    cluster.store_secret(namespace, "k", "v")
     names = [f"run-{i}" for i in range(30)]
     with running_operator([namespace]):
         for name in names:
@@ -374,7 +369,7 @@ def test_a_pod_deleted_or_unlabelled_before_it_finished_fails_its_taskrun(
     cluster: Cluster, namespace: str
 ) -> None:
     """The operator watches only labelled pods, so a TaskRun pod losing its label is, to it, gone."""
-    store(cluster, namespace, "my_secret", "value")
+    cluster.store_secret(namespace, "my_secret", "value")
     spec = {"secrets": [{"key": "my_secret"}], "template": TEMPLATE}
     with running_operator([namespace]):
         for name in ("deleted", "unlabelled"):
