@@ -10,6 +10,9 @@ from sesame.sdk import (
     taskrun_manifest,
 )
 
+# The stdlib-only modules that make up the SDK: what a task image or `sesame run --remote` ships.
+SDK_MODULES = ("__init__", "naming", "sdk")
+
 __all__ = [
     "Context",
     "Secret",

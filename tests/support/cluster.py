@@ -16,13 +16,21 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
+import images
 import localcluster
 from localcluster import LocalControlPlane, build_binaries
 from sesame import naming
+from tests.support import host
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "taskrun.yaml"
 T = TypeVar("T")
+# Sesame's task image (Debian's Python + the SDK), imported into the local node by tools/images.py.
+TASK_IMAGE = images.TASK_IMAGE
+
+
+class HostChanged(AssertionError):
+    """The local cluster changed the host it shares (a kernel setting, the network, a mount, …)."""
 
 
 @dataclass
@@ -41,7 +49,20 @@ class Cluster:
         return client.CustomObjectsApi(self.api)
 
     def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        """A namespace whose `default` ServiceAccount exists, so pods can be created in it at once."""
         self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        eventually(
+            lambda: self._has_service_account(name), timeout=30, what=f"ServiceAccount default in {name}"
+        )
+
+    def _has_service_account(self, namespace: str) -> bool:
+        try:
+            self.core.read_namespaced_service_account("default", namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def delete_namespace(self, name: str) -> None:
         with contextlib.suppress(ApiException):
@@ -159,13 +180,17 @@ def install_crds(api: client.ApiClient) -> None:
 
 @contextlib.contextmanager
 def start_cluster() -> Iterator[Cluster]:
+    """The session's cluster. One the session starts itself must leave the host as it found it:
+    any change to a kernel setting, the network, mounts, cgroups or processes fails the run."""
     bin_dir = build_binaries()
     reuse = os.environ.get("SESAME_KUBECONFIG")
     plane: LocalControlPlane | None = None
     state: tempfile.TemporaryDirectory[str] | None = None
+    before: host.HostState | None = None
     if reuse:
         kubeconfig = Path(reuse).resolve()
     else:
+        before = host.capture()
         state = tempfile.TemporaryDirectory(prefix="sesame-cluster-")
         plane = LocalControlPlane(state_dir=Path(state.name), bin_dir=bin_dir)
         plane.start()  # raises ControlPlaneError naming the component and its log tail
@@ -188,6 +213,10 @@ def start_cluster() -> Iterator[Cluster]:
             plane.stop()
         if state is not None:
             state.cleanup()
+        if before is not None:
+            changed = host.changes(before, host.capture())
+            if changed:
+                raise HostChanged("the local cluster changed the host:\n" + "\n".join(changed))
 
 
 def manifest(path: Path) -> list[dict[str, Any]]:
