@@ -404,7 +404,7 @@ class LocalControlPlane:
                 f"--service-cluster-ip-range={localnode.SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -483,6 +483,20 @@ class LocalControlPlane:
             program=[sys.executable, str(TOOLS / "localnode.py")],
         )
         self._wait("node", self._node_ready, timeout=NODE_READY_TIMEOUT)
+
+    def node_pid_namespace(self) -> str | None:
+        """The node's PID namespace (`pid:[…]`): its init is the child of `unshare`, itself the
+        child of the node's host side."""
+        process = self.processes.get("node")
+        if process is None:
+            return None
+        for unshare in localnode.children(process.pid):
+            for init in localnode.children(unshare):
+                try:
+                    return os.readlink(f"/proc/{init}/ns/pid")
+                except OSError:
+                    return None
+        return None
 
     def _node_ready(self) -> bool:
         node = self._get_json(f"/api/v1/nodes/{localnode.NODE_NAME}")

@@ -213,7 +213,7 @@ def remove_cgroup_root(name: str, timeout: float = 20.0) -> list[str]:
 # --- the host side ------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     try:
         tasks = Path(f"/proc/{pid}/task").iterdir()
         return [int(c) for t in tasks for c in (t / "children").read_text().split()]
@@ -279,13 +279,13 @@ async def host_side(config: NodeConfig) -> int:
     await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if not exited.done():
-        for pid in _children(unshare.pid):  # the node's init, PID 1 inside
+        for pid in children(unshare.pid):  # the node's init, PID 1 inside
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
         except TimeoutError:
-            for pid in _children(unshare.pid):
+            for pid in children(unshare.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             await exited
@@ -371,7 +371,7 @@ class Supervisor:
     def reap(self) -> None:
         """Collect orphans that were re-parented to PID 1 (containerd shims, container processes)."""
         with self.lock:
-            for pid in _children(os.getpid()):
+            for pid in children(os.getpid()):
                 if pid not in self.ours and "zombie" in _state(pid):
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(pid, os.WNOHANG)

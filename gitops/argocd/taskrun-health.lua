@@ -1,10 +1,10 @@
 -- Argo CD health of a sesame.dev TaskRun. Install it in argocd-cm as
 --   resource.customizations.health.sesame.dev_TaskRun: |
 --     <this file>
--- Healthy: the task succeeded. Degraded: it failed, or it can never start as written (an invalid
--- request, a template that references Secrets itself, a pod name taken). Progressing: waiting for
--- the operator, for a Secret or data key that may still be synced (External Secrets, a later
--- sync wave), for its pod to start, or running.
+-- Healthy: the task succeeded. Degraded: it failed, or it can never start as written (the
+-- operator's Stalled condition), or a pod Sesame did not make holds its name. Progressing:
+-- waiting for the operator, for a Secret or data key that may still be synced (External Secrets,
+-- a later sync wave), for its pod to start, or running.
 local hs = {status = "Progressing", message = "waiting for the Sesame operator"}
 if obj.status == nil then
   return hs
@@ -19,19 +19,14 @@ local function condition(kind)
   return nil
 end
 
-local may_still_arrive = {SecretNotFound = true, KeyNotFound = true}
-local phase = obj.status.phase
-local secrets = condition("SecretsReady")
-local pod = condition("PodCreated")
+local stalled = condition("Stalled")
 hs.message = obj.status.message or hs.message
 
-if phase == "Succeeded" then
+if obj.status.phase == "Succeeded" then
   hs.status = "Healthy"
-elseif phase == "Failed" then
+elseif obj.status.phase == "Failed" or (stalled ~= nil and stalled.status == "True") then
   hs.status = "Degraded"
-elseif secrets ~= nil and secrets.status == "False" and not may_still_arrive[secrets.reason] then
-  hs.status = "Degraded"
-elseif secrets ~= nil and secrets.status == "True" and pod ~= nil and pod.status == "False" then
+elseif obj.status.reason == "PodNameTaken" then
   hs.status = "Degraded"
 end
 return hs

@@ -28,28 +28,37 @@ class Reason(enum.Enum):
 
     SECRET_NOT_FOUND = "SecretNotFound"
     KEY_NOT_FOUND = "KeyNotFound"
+    SECRET_NOT_USABLE = "SecretNotUsable"
     ENV_VAR_CLASH = "EnvVarClash"
     UNKNOWN_CONTAINER = "UnknownContainer"
     MOUNT_PATH_CLASH = "MountPathClash"
     INVALID_REQUEST = "InvalidRequest"
     DIRECT_SECRET_REFERENCE = "DirectSecretReference"
 
+    @property
+    def waits(self) -> bool:
+        """True when a change to the namespace's Secrets can fix it; otherwise only a new spec can
+        (and a TaskRun's spec is immutable: that run can never start)."""
+        return self in _WAITING
+
+
+_WAITING = frozenset({Reason.SECRET_NOT_FOUND, Reason.KEY_NOT_FOUND, Reason.SECRET_NOT_USABLE})
+
 
 @dataclass(frozen=True)
 class Problem:
     reason: Reason
     message: str
-    secret: str | None = None  # the Secret object whose arrival may fix it
+    secret: str | None = None  # the Secret object whose arrival or change may fix it
     key: str | None = None  # the request it is about
 
 
 def summarize(problems: Sequence[Problem]) -> str:
-    """One line for a condition or event: the first problem in full, the others by key."""
-    first, rest = problems[0], problems[1:]
-    if not rest:
-        return first.message
-    others = ", ".join(dict.fromkeys(p.key or p.reason.value for p in rest))
-    return f"{first.message} (and {len(rest)} more: {others})"
+    """One line for a condition or event that names every problem."""
+    if len(problems) == 1:
+        return problems[0].message
+    numbered = " ".join(f"[{index}] {problem.message}" for index, problem in enumerate(problems, 1))
+    return f"{len(problems)} problems: {numbered}"
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,53 @@ class InjectionResult:
         return not self.problems
 
 
-Inventory = Mapping[str, frozenset[str]]
-"""Secret object name → its data keys, for one namespace. Names only."""
+# Secret types that hold cluster machinery, never a task's credential: no label opts them in.
+NEVER_DELIVERED_TYPES = {
+    "kubernetes.io/service-account-token": "a ServiceAccount token",
+    "bootstrap.kubernetes.io/token": "a bootstrap token",
+    "helm.sh/release.v1": "a Helm release record",
+}
+
+
+@dataclass(frozen=True)
+class SecretFacts:
+    """What Sesame knows of one Secret: names only, never a value."""
+
+    keys: frozenset[str]
+    managed: bool = True  # labelled app.kubernetes.io/managed-by=sesame (made by `sesame create secret`)
+    opted_in: bool = False  # labelled sesame.dev/usable=true by its owner
+    type: str = "Opaque"
+    sesame_key: str | None = None  # the `sesame.dev/key` annotation of a Sesame-made Secret
+
+    @staticmethod
+    def of(secret: Mapping[str, Any]) -> SecretFacts:
+        """From a Secret object (a watch-event body or a read): its data is dropped right here."""
+        meta = secret.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        return SecretFacts(
+            keys=frozenset((secret.get("data") or {}).keys()),
+            managed=labels.get(naming.MANAGED_BY_LABEL) == naming.MANAGED_BY_VALUE,
+            opted_in=labels.get(naming.USABLE_LABEL) == naming.USABLE_VALUE,
+            type=str(secret.get("type") or "Opaque"),
+            sesame_key=(meta.get("annotations") or {}).get(naming.KEY_ANNOTATION),
+        )
+
+    @property
+    def usable(self) -> bool:
+        return self.type not in NEVER_DELIVERED_TYPES and (self.managed or self.opted_in)
+
+
+Inventory = Mapping[str, SecretFacts]
+"""Secret object name → what is known of it, for one namespace. Names only."""
+
+
+def _in_default_namespace(namespace: str) -> str:
+    if namespace != "default":
+        return ""
+    return (
+        " (this runs in namespace 'default': secrets stored with --project/--domain live in that "
+        "project's namespace, e.g. my-project-development — create the TaskRun there)"
+    )
 
 
 def fix_hint(request: SecretRequest, namespace: str) -> str:
@@ -95,31 +149,55 @@ def fix_hint(request: SecretRequest, namespace: str) -> str:
     return f"run `sesame create secret --namespace {namespace} {request.key}`"
 
 
+def _problem(request: SecretRequest, facts: SecretFacts | None, namespace: str) -> Problem | None:
+    name, where = request.secret_name, f"in namespace {namespace!r}"
+    if facts is None:
+        message = (
+            f"secret {request.key!r} not found: no Secret {name!r} {where}; {fix_hint(request, namespace)}"
+        )
+        return Problem(Reason.SECRET_NOT_FOUND, message + _in_default_namespace(namespace), name, request.key)
+    if facts.type in NEVER_DELIVERED_TYPES:
+        message = (
+            f"secret {request.key!r}: Secret {name!r} {where} is {NEVER_DELIVERED_TYPES[facts.type]} "
+            f"(type {facts.type}), which Sesame never delivers to a task; request another Secret"
+        )
+        return Problem(Reason.SECRET_NOT_USABLE, message, name, request.key)
+    if not facts.usable:
+        message = (
+            f"secret {request.key!r}: Secret {name!r} {where} was not made by Sesame and its owner has not "
+            f"opted it in; to let tasks of this namespace use it, label it: "
+            f"kubectl label secret -n {namespace} {name} {naming.USABLE_LABEL}={naming.USABLE_VALUE}"
+        )
+        return Problem(Reason.SECRET_NOT_USABLE, message, name, request.key)
+    if request.data_key in facts.keys:
+        return None
+    if request.from_secret:
+        message = (
+            f"secret {request.key!r}: Secret {name!r} {where} has no data key {request.data_key!r} "
+            f"(it has: {', '.join(sorted(facts.keys)) or 'none'}); add that key to the Secret, or fix "
+            "the request's 'from'"
+        )
+    elif facts.managed and facts.sesame_key and facts.sesame_key != request.key:
+        message = (
+            f"secret {request.key!r} not found: Secret {name!r} {where} holds the secret "
+            f"{facts.sesame_key!r} (keys are case-sensitive); request key {facts.sesame_key!r} instead, "
+            f"or `sesame delete secret --namespace {namespace} {facts.sesame_key}` and create {request.key!r}"
+        )
+    else:
+        message = (
+            f"secret {request.key!r}: Secret {name!r} {where} has no data key {request.data_key!r}; "
+            f"store it again with `sesame update secret --namespace {namespace} {request.key}`"
+        )
+    return Problem(Reason.KEY_NOT_FOUND, message, name, request.key)
+
+
 def check_inventory(requests: Sequence[SecretRequest], inventory: Inventory, namespace: str) -> list[Problem]:
-    """Problems of requests whose Secret or data key does not exist in the namespace."""
+    """Problems of requests whose Secret or data key is missing, or whose Secret may not be used."""
     problems = []
     for request in requests:
-        keys = inventory.get(request.secret_name)
-        if keys is None:
-            problems.append(
-                Problem(
-                    Reason.SECRET_NOT_FOUND,
-                    f"secret {request.key!r} not found: no Secret {request.secret_name!r} in namespace "
-                    f"{namespace!r}; {fix_hint(request, namespace)}",
-                    request.secret_name,
-                    request.key,
-                )
-            )
-        elif request.data_key not in keys:
-            problems.append(
-                Problem(
-                    Reason.KEY_NOT_FOUND,
-                    f"secret {request.key!r}: Secret {request.secret_name!r} in namespace {namespace!r} "
-                    f"has no data key {request.data_key!r}; {fix_hint(request, namespace)}",
-                    request.secret_name,
-                    request.key,
-                )
-            )
+        problem = _problem(request, inventory.get(request.secret_name), namespace)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -246,23 +324,14 @@ def inject(
     if problems:
         return InjectionResult(None, problems)
 
-    deliveries: list[Delivery] = []
     env_names: dict[str, dict[str, str]] = {n: {} for n in names}
     files: dict[str, list[SecretRequest]] = {n: [] for n in names}
     for request in requests:
-        targets = _targets(request, names)
-        if request.is_file:
-            deliveries.append(
-                Delivery(request.key, "file", request.env_var, naming.secret_file_path(request.key))
-            )
-            for target in targets:
+        for target in _targets(request, names):
+            if request.is_file:
                 files[target].append(request)
-        else:
-            env_var = request.env_var_name
-            assert env_var is not None
-            deliveries.append(Delivery(request.key, "env", env_var))
-            for target in targets:
-                env_names[target][request.key] = env_var
+            else:
+                env_names[target][request.key] = str(request.env_var_name)
 
     # One projected volume per distinct set of files, so a container sees only the files it asked for.
     volume_for: dict[tuple[str, ...], str] = {}
@@ -320,7 +389,17 @@ def inject(
         _let_user_read_files(spec)
     if problems:
         return InjectionResult(None, problems)
-    return InjectionResult(spec, [], deliveries)
+    return InjectionResult(spec, [], deliveries(requests))
+
+
+def deliveries(requests: Sequence[SecretRequest]) -> list[Delivery]:
+    """How each request reaches the task (names and paths only): what `status.secrets` lists."""
+    return [
+        Delivery(request.key, "file", request.env_var, naming.secret_file_path(request.key))
+        if request.is_file
+        else Delivery(request.key, "env", request.env_var_name)
+        for request in requests
+    ]
 
 
 def _projected_volume(name: str, requests: Sequence[SecretRequest]) -> dict[str, Any]:

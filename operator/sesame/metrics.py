@@ -10,6 +10,24 @@ from prometheus_client import Counter, Gauge, Histogram
 TASKRUNS_FINISHED = Counter(
     "sesame_taskruns_finished_total", "TaskRuns that reached a terminal phase", ["phase", "reason"]
 )
+FORGED_PODS = Counter(
+    "sesame_forged_pods_total", "Pods that carried a TaskRun's label without being its pod (ignored)"
+)
+# The `reason` label of sesame_taskruns_finished_total: pod and container reasons are free text
+# that anyone who can create a pod may set, so anything outside this set counts as "Other".
+FINISHED_REASONS = frozenset(
+    {
+        "Completed", "Error", "OOMKilled", "ContainerCannotRun", "DeadlineExceeded", "Evicted",
+        "PodDeleted", "PodFailed", "PodInvalid", "Forbidden", "NamespaceNotAllowed", "InvalidRequest",
+        "EnvVarClash", "UnknownContainer", "MountPathClash", "DirectSecretReference",
+    }
+)  # fmt: skip
+
+
+def bounded_reason(reason: object) -> str:
+    return str(reason) if reason in FINISHED_REASONS else "Other"
+
+
 PODS_CREATED = Counter("sesame_taskrun_pods_created_total", "Pods created for TaskRuns")
 INJECTION_PROBLEMS = Counter(
     "sesame_injection_problems_total", "Requests that could not be met, by reason", ["reason", "source"]
@@ -29,23 +47,19 @@ WEBHOOK_LATENCY = Histogram(
 )
 WAITING_TASKRUNS = Gauge("sesame_taskruns_waiting_for_secrets", "TaskRuns held back by a missing secret")
 
-HANDLER_BACKLOG = Gauge(
-    "sesame_handler_backlog",
-    "Handler calls queued for a free worker thread: Kopf's backlog (grows when every worker is busy)",
-)
-HANDLER_WORKERS = Gauge("sesame_handler_workers", "Worker threads that run handlers (SESAME_WORKERS)")
+QUEUE_DEPTH = Gauge("sesame_work_queue_depth", "TaskRuns waiting in the work queue for a reconcile")
+QUEUE_BUSY = Gauge("sesame_work_queue_busy", "TaskRuns being reconciled right now")
+WORKERS = Gauge("sesame_workers", "Reconcile workers (SESAME_WORKERS)")
 
 
-def observe_runtime(executor: object, waiting: Callable[[], int]) -> None:
-    """Gauges computed at scrape time: Kopf's handler backlog and the TaskRuns waiting for a secret.
-
-    Kopf runs every sync handler through `settings.execution.executor` (a ThreadPoolExecutor), so
-    the calls queued in front of it are the watch-events Kopf has received but not yet handled.
-    """
-    queue = getattr(executor, "_work_queue", None)
-    HANDLER_BACKLOG.set_function(lambda: float(queue.qsize()) if queue is not None else 0.0)
-    HANDLER_WORKERS.set_function(lambda: float(getattr(executor, "_max_workers", 0)))
+def observe_runtime(
+    depth: Callable[[], int], busy: Callable[[], int], waiting: Callable[[], int], workers: int
+) -> None:
+    """Gauges computed at scrape time: the work queue and the TaskRuns waiting for a secret."""
+    QUEUE_DEPTH.set_function(lambda: float(depth()))
+    QUEUE_BUSY.set_function(lambda: float(busy()))
     WAITING_TASKRUNS.set_function(lambda: float(waiting()))
+    WORKERS.set(workers)
 
 
 def observe_pod_created(creation_timestamp: str | None) -> None:

@@ -7,6 +7,7 @@ same way everywhere (object name, env var, file path, namespace).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 API_GROUP = "sesame.dev"
 API_VERSION = "v1alpha1"
@@ -19,6 +20,9 @@ TASKRUN_LABEL = f"{API_GROUP}/taskrun"
 INJECT_LABEL = f"{API_GROUP}/inject"
 SECRETS_ANNOTATION = f"{API_GROUP}/secrets"
 INJECTED_ANNOTATION = f"{API_GROUP}/injected"
+# On a Secret Sesame did not create: its owner lets Sesame deliver it to tasks of its namespace.
+USABLE_LABEL = f"{API_GROUP}/usable"
+USABLE_VALUE = "true"
 
 SECRETS_DIR = "/etc/sesame/secrets"
 ENV_PREFIX = "SESAME_SECRET_"
@@ -105,6 +109,21 @@ def env_var_problem(name: str) -> str | None:
         return (
             f"env var name {name!r} must start with a letter or '_' and contain only letters, digits and '_'"
         )
+    return None
+
+
+def clashing_key(key: str, stored: Iterable[str]) -> tuple[str, str] | None:
+    """The stored key that `key` cannot coexist with (they map to one Secret name or one default
+    env var name, e.g. `my_secret` and `my.secret`), and the name they share; None when `key` is
+    free. The same key again is not a clash: it is the same secret. One key, one secret."""
+    name, env = _object_name(key), default_env_var(key)
+    for other in sorted(stored):
+        if other == key:
+            continue
+        if _object_name(other) == name:
+            return other, f"Secret {name!r}"
+        if default_env_var(other) == env:
+            return other, f"env var {env!r}"
     return None
 
 

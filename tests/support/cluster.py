@@ -187,6 +187,7 @@ def start_cluster() -> Iterator[Cluster]:
     plane: LocalControlPlane | None = None
     state: tempfile.TemporaryDirectory[str] | None = None
     before: host.HostState | None = None
+    ours: host.Ours | None = None
     if reuse:
         kubeconfig = Path(reuse).resolve()
     else:
@@ -195,6 +196,11 @@ def start_cluster() -> Iterator[Cluster]:
         plane = LocalControlPlane(state_dir=Path(state.name), bin_dir=bin_dir)
         plane.start()  # raises ControlPlaneError naming the component and its log tail
         kubeconfig = plane.kubeconfig
+        ours = host.Ours(
+            state_dir=state.name,
+            cgroup_root=plane.node_config.cgroup_root if plane.node_config else None,
+            pid_namespace=plane.node_pid_namespace(),
+        )
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(kubeconfig)  # Kopf (KopfRunner) and the CLI read it
     # The client library computed its default path at import time; Kopf's login uses that default.
@@ -213,8 +219,8 @@ def start_cluster() -> Iterator[Cluster]:
             plane.stop()
         if state is not None:
             state.cleanup()
-        if before is not None:
-            changed = host.changes(before, host.capture())
+        if before is not None and ours is not None:
+            changed = host.changes(before, host.capture(), ours)
             if changed:
                 raise HostChanged("the local cluster changed the host:\n" + "\n".join(changed))
 

@@ -2,7 +2,9 @@
 
 A node shares this machine with its users and CI: it must not change a kernel setting, touch the
 host's network, or leave a mount, a cgroup or a process behind. `capture()` reads each of those
-from the host's own namespaces; `changes(before, after)` lists every difference in one line each.
+from the host's own namespaces; `changes(before, after, ours)` lists every difference in one line
+each. Other clusters may run on the same machine at the same time (a developer's `make cluster`):
+cgroup roots and processes are judged by what belongs to *this* cluster (`Ours`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ CLUSTER_PROGRAMS = frozenset(
         "catatonit",
     }
 )
+
+
+@dataclass(frozen=True)
+class Ours:
+    """How to recognise this cluster's leftovers among other clusters' live parts."""
+
+    state_dir: str  # every control-plane process names it in its arguments
+    cgroup_root: str | None  # e.g. /sesame-node-123-45678
+    pid_namespace: str | None  # the node's PID namespace (`pid:[4026532…]`)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ def _cgroups() -> tuple[str, ...]:
 
 
 def _cluster_processes() -> tuple[str, ...]:
+    """`pid N [pid-namespace]: command` of every process that runs a cluster program."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -106,11 +118,19 @@ def _cluster_processes() -> tuple[str, ...]:
         try:
             program = Path(os.readlink(entry / "exe")).name
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            namespace = os.readlink(entry / "ns" / "pid")
         except OSError:
             continue
         if program in CLUSTER_PROGRAMS or "localnode.py" in command:
-            found.append(f"pid {entry.name}: {command.strip()[:120]}")
+            found.append(f"pid {entry.name} [{namespace}]: {command.strip()[:160]}")
     return tuple(sorted(found))
+
+
+def pid_namespace_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def capture() -> HostState:
@@ -135,8 +155,18 @@ def capture() -> HostState:
     )
 
 
-def changes(before: HostState, after: HostState) -> list[str]:
-    """Every way `after` differs from `before`, one line each."""
+def _ours(field: str, item: str, ours: Ours) -> bool:
+    """Whether a cgroup or process belongs to this cluster (others may come and go meanwhile)."""
+    if field == "cgroups":
+        name = Path(item).name
+        return not name.startswith("sesame-node-") or (ours.cgroup_root or "").lstrip("/") == name
+    if field == "cluster_processes":
+        return ours.state_dir in item or bool(ours.pid_namespace and f"[{ours.pid_namespace}]" in item)
+    return True
+
+
+def changes(before: HostState, after: HostState, ours: Ours) -> list[str]:
+    """Every way `after` differs from `before` that this cluster could have caused, one line each."""
     found = []
     for path, old in sorted(before.sysctls.items()):
         new = after.sysctls.get(path, "(gone)")
@@ -144,6 +174,7 @@ def changes(before: HostState, after: HostState) -> list[str]:
             found.append(f"kernel setting {path} was {old.strip()!r}, now {new.strip()!r}")
     for field in ("links", "addresses", "routes", "firewall", "mounts", "cgroups", "cluster_processes"):
         was, now = set(getattr(before, field)), set(getattr(after, field))
-        found += [f"{field}: added {item}" for item in sorted(now - was)]
-        found += [f"{field}: removed {item}" for item in sorted(was - now)]
+        found += [f"{field}: added {item}" for item in sorted(now - was) if _ours(field, item, ours)]
+        if field not in ("cgroups", "cluster_processes"):  # others' clusters may stop meanwhile
+            found += [f"{field}: removed {item}" for item in sorted(was - now)]
     return found

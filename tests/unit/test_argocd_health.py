@@ -1,5 +1,5 @@
 """The Argo CD health script for TaskRuns, run under Lua 5.1 (Argo CD's gopher-lua dialect) on the
-statuses the operator really writes (sesame.controller.status builds them)."""
+statuses the operator really writes (sesame.controller.decide computes them)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from lupa.lua51 import LuaRuntime
 
-from sesame.controller import status as st
+from sesame.controller.decide import Observed, decide
+from sesame.injection import SecretFacts
 
 SCRIPT = (Path(__file__).resolve().parents[2] / "gitops" / "argocd" / "taskrun-health.lua").read_text()
 
@@ -24,32 +25,52 @@ def health(status: dict[str, Any] | None) -> tuple[str, str]:
     return str(result["status"]), str(result["message"])
 
 
+AT = "2026-01-01T00:00:00Z"
+FACTS = {"k": SecretFacts(frozenset({"k"}), sesame_key="k")}
+
+
+def status_for(secrets: list[dict[str, Any]], facts: dict[str, SecretFacts], pod: dict[str, Any] | None = None,
+               previous: dict[str, Any] | None = None, **template: Any) -> dict[str, Any]:  # fmt: skip
+    """The status the operator's own decision writes for this situation."""
+    taskrun = {
+        "metadata": {"name": "train", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"secrets": secrets, "template": {"spec": {"containers": [{"name": "main", **template}]}}},
+        "status": previous or {},
+    }
+    status = decide(Observed(taskrun, pod, [pod] if pod else [], facts), AT).status
+    assert status is not None
+    return status
+
+
 def pod(phase: str, **status: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "train"}, "status": {"phase": phase, **status}}
-
-
-def from_pod(pod_: dict[str, Any] | None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    return st.status_from_pod(previous, pod_, "train", [], 1)
+    owner = {"kind": "TaskRun", "name": "train", "uid": "u", "controller": True, "blockOwnerDeletion": True}
+    return {"metadata": {"name": "train", "uid": "p", "ownerReferences": [owner]}, "status": {"phase": phase, **status}}
 
 
 FAILED_CONTAINER = {"containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 3}}}]}
+K = [{"key": "k"}]
+RUNNING = status_for(K, FACTS, pod("Running"))
+FOREIGN = pod("Pending")
+FOREIGN["metadata"]["ownerReferences"] = []
 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
         (None, "Progressing"),  # not seen by the operator yet
-        (st.waiting_status(None, "SecretNotFound", "secret 'k' not found", 1), "Progressing"),
-        (st.waiting_status(None, "KeyNotFound", "no data key 'k'", 1), "Progressing"),
-        (st.waiting_status(None, "EnvVarClash", "two requests want X", 1), "Degraded"),
-        (st.waiting_status(None, "DirectSecretReference", "the template references", 1), "Degraded"),
-        (st.waiting_status(None, "InvalidRequest", "bad", 1), "Degraded"),
-        (st.pod_failed_status(None, "PodNameTaken", "pod 'train' exists", 1), "Degraded"),
-        (from_pod(pod("Pending")), "Progressing"),
-        (from_pod(pod("Running")), "Progressing"),
-        (from_pod(pod("Succeeded")), "Healthy"),
-        (from_pod(pod("Failed", **FAILED_CONTAINER)), "Degraded"),
-        (from_pod(None, previous=from_pod(pod("Running"))), "Degraded"),  # PodDeleted
+        (status_for(K, {}), "Progressing"),  # SecretNotFound: External Secrets may still sync it
+        (status_for(K, {"k": SecretFacts(frozenset())}), "Progressing"),  # KeyNotFound
+        (status_for(K, {"k": SecretFacts(frozenset({"k"}), managed=False)}), "Progressing"),  # not opted in
+        (status_for([{"key": "k", "envVar": "X"}, {"key": "j", "envVar": "X"}], FACTS), "Degraded"),  # clash
+        (status_for(K, FACTS, env=[{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+         "Degraded"),  # DirectSecretReference  # fmt: skip
+        (status_for([{"key": "k", "envVar": "PATH"}], FACTS), "Degraded"),  # InvalidRequest
+        (status_for(K, FACTS, FOREIGN), "Degraded"),  # PodNameTaken: someone must delete that pod
+        (status_for(K, FACTS, pod("Pending")), "Progressing"),
+        (RUNNING, "Progressing"),
+        (status_for(K, FACTS, pod("Succeeded")), "Healthy"),
+        (status_for(K, FACTS, pod("Failed", **FAILED_CONTAINER)), "Degraded"),
+        (status_for(K, FACTS, None, previous=RUNNING), "Degraded"),  # PodDeleted
     ],
 )
 def test_health_follows_the_status(status: dict[str, Any] | None, expected: str) -> None:

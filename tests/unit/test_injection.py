@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sesame import naming
-from sesame.injection import Reason, direct_secret_references, inject
+from sesame.injection import Reason, SecretFacts, direct_secret_references, inject
 from sesame.requests import RequestError, SecretRequest, parse_requests
 
 NS = "p-d"
@@ -22,11 +22,11 @@ def pod(*names: str, init: tuple[str, ...] = (), env: list[dict[str, Any]] | Non
     return spec
 
 
-def inventory_for(requests: list[SecretRequest]) -> dict[str, frozenset[str]]:
+def inventory_for(requests: list[SecretRequest]) -> dict[str, SecretFacts]:
     inventory: dict[str, set[str]] = {}
     for request in requests:
         inventory.setdefault(request.secret_name, set()).add(request.data_key)
-    return {name: frozenset(keys) for name, keys in inventory.items()}
+    return {name: SecretFacts(frozenset(keys)) for name, keys in inventory.items()}
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -80,7 +80,7 @@ def test_every_request_form() -> None:
 
 def test_missing_secret_and_key_are_problems_with_the_fix() -> None:
     requests = parse_requests([{"key": "a"}, {"key": "b"}])
-    result = inject(pod("main"), requests, {"b": frozenset({"other"})}, NS)
+    result = inject(pod("main"), requests, {"b": SecretFacts(frozenset({"other"}))}, NS)
     assert result.pod_spec is None
     reasons = [p.reason for p in result.problems]
     assert reasons == [Reason.SECRET_NOT_FOUND, Reason.KEY_NOT_FOUND]
@@ -91,12 +91,12 @@ def test_env_clash_between_requests_and_with_the_container() -> None:
     requests = parse_requests([{"key": "a", "envVar": "X"}, {"key": "b", "envVar": "X"}])
     result = inject(pod("main"), requests, inventory_for(requests), NS)
     assert [p.reason for p in result.problems] == [Reason.ENV_VAR_CLASH]
-    requests = parse_requests([{"key": "a", "envVar": "HOME"}])
+    requests = parse_requests([{"key": "a", "envVar": "APP_HOME"}])  # HOME itself is reserved
     result = inject(
-        pod("main", env=[{"name": "HOME", "value": "/root"}]), requests, inventory_for(requests), NS
+        pod("main", env=[{"name": "APP_HOME", "value": "/app"}]), requests, inventory_for(requests), NS
     )
     assert [p.reason for p in result.problems] == [Reason.ENV_VAR_CLASH]
-    assert "already sets env var 'HOME'" in result.problems[0].message
+    assert "already sets env var 'APP_HOME'" in result.problems[0].message
 
 
 def test_unknown_container_is_a_problem() -> None:

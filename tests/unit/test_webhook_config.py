@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from sesame import naming
-from sesame.injection import Reason
+from sesame.injection import Reason, SecretFacts
 from sesame.requests import parse_annotation
 from sesame.webhook import certificates, configuration
 from sesame.webhook.handler import HANDLER_ID, Refusal, review, stale_names
@@ -285,7 +285,7 @@ def _pod(annotation: str | None, env: list[dict[str, Any]] | None = None) -> dic
     return pod
 
 
-INVENTORY = {"my-secret": frozenset({"my_secret"}), "cert": frozenset({"cert"})}
+INVENTORY = {"my-secret": SecretFacts(frozenset({"my_secret"})), "cert": SecretFacts(frozenset({"cert"}))}
 
 
 def test_review_patches_only_changed_fields_and_annotates() -> None:
@@ -312,7 +312,8 @@ def test_review_refuses_with_one_line() -> None:
     assert refused.value.code == 403
     assert refused.value.reasons == [Reason.SECRET_NOT_FOUND, Reason.SECRET_NOT_FOUND]
     assert "sesame create secret --namespace ns absent" in refused.value.message
-    assert "(and 1 more: also_absent)" in refused.value.message
+    assert refused.value.message.startswith("2 problems: [1] secret 'absent' not found")
+    assert "[2] secret 'also_absent' not found" in refused.value.message
     assert "\n" not in refused.value.message
 
     clash = parse_annotation('[{"key": "my_secret", "envVar": "TOKEN"}]')

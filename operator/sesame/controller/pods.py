@@ -54,8 +54,29 @@ def build_pod(
     }
 
 
+def owner_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod's controller ownerReference, if it has one."""
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return next((ref for ref in refs if ref.get("controller")), None)
+
+
 def controlled_by(pod: Mapping[str, Any], uid: str) -> bool:
-    return any(
-        ref.get("controller") and ref.get("uid") == uid
-        for ref in (pod.get("metadata") or {}).get("ownerReferences") or []
+    owner = owner_of(pod)
+    return owner is not None and owner.get("uid") == uid
+
+
+def is_run_pod(pod: Mapping[str, Any], taskrun: Mapping[str, Any]) -> bool:
+    """Whether `pod` is this TaskRun's one pod: named after it, controlled by it with
+    `blockOwnerDeletion` (which, with the OwnerReferencesPermissionEnforcement admission plugin, only
+    those who may update the TaskRun's finalizers can set — the operator, not a tenant), and the very
+    pod the status recorded once it existed."""
+    meta, pod_meta = taskrun["metadata"], pod.get("metadata") or {}
+    owner = owner_of(pod) or {}
+    recorded = (taskrun.get("status") or {}).get("podUID")
+    return (
+        pod_meta.get("name") == meta["name"]
+        and owner.get("kind") == "TaskRun"
+        and owner.get("uid") == meta["uid"]
+        and owner.get("blockOwnerDeletion") is True
+        and (not recorded or recorded == pod_meta.get("uid"))
     )

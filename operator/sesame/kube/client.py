@@ -26,3 +26,19 @@ def api_client(
     if pool_size is not None:
         configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
+
+
+def describe_target(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """Which API server and credentials `api_client` uses, in words: for one-line errors."""
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+        return (
+            f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')} (in-cluster ServiceAccount)"
+        )
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+    except Exception:
+        return f"(kubeconfig {path}, unreadable)"
+    return f"{configuration.host} (kubeconfig {path})"

@@ -1,57 +1,44 @@
-"""What Secrets exist, per namespace: names and data keys only, never values.
+"""What Secrets exist, per namespace: names, data keys and consent labels — never values.
 
-A Kopf index fed by the Secret watch answers most questions from memory; the webhook may fall
-back to a live read for a Secret created a moment ago that the watch has not delivered yet.
+A Kopf index fed by the Secret watch (sesame.watches) answers most questions from memory; the
+webhook may read a Secret live when the watch has not delivered it yet. Either way the value bytes
+are dropped the moment `SecretFacts.of` has read the key names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-import kopf
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sesame.injection import Inventory
+from sesame.injection import Inventory, SecretFacts
+from sesame.kube.rest import JsonApi, secrets_path
 
-SecretIndex = Mapping[str, Iterable[tuple[str, frozenset[str]]]]
-
-
-@kopf.index("", "v1", "secrets")
-async def secret_inventory(
-    namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[str, tuple[str, frozenset[str]]]:
-    """namespace → (secret name, data keys). The value bytes are dropped right here.
-
-    A coroutine, though it awaits nothing: Kopf runs plain functions in its thread pool, a trip
-    that costs more than this whole function, once for every Secret event."""
-    return {namespace or "": (name, frozenset((body.get("data") or {}).keys()))}
+SecretIndex = Mapping[str, Iterable[tuple[str, SecretFacts]]]
 
 
-def inventory_of(index: SecretIndex, namespace: str) -> dict[str, frozenset[str]]:
+def inventory_of(index: SecretIndex, namespace: str) -> dict[str, SecretFacts]:
     return dict(index.get(namespace, ()))
 
 
-def live_secret_keys(core: client.CoreV1Api, namespace: str, name: str) -> frozenset[str] | None:
-    """Data keys of one Secret read from the API server; None when it does not exist."""
+def live_secret(api: JsonApi, namespace: str, name: str) -> SecretFacts | None:
+    """One Secret read from the API server (None when it does not exist), reduced to its facts."""
     try:
-        secret = core.read_namespaced_secret(name, namespace)
+        return SecretFacts.of(api.get(secrets_path(namespace, name)))
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    return frozenset((secret.data or {}).keys())
 
 
 def complete_inventory(
-    inventory: Inventory, wanted: Iterable[str], core: client.CoreV1Api, namespace: str
-) -> dict[str, frozenset[str]]:
+    inventory: Inventory, wanted: Iterable[str], api: JsonApi, namespace: str
+) -> dict[str, SecretFacts]:
     """The index, plus a live look at wanted Secrets the index does not know (watch lag)."""
     completed = dict(inventory)
     for name in wanted:
         if name not in completed:
-            keys = live_secret_keys(core, namespace, name)
-            if keys is not None:
-                completed[name] = keys
+            facts = live_secret(api, namespace, name)
+            if facts is not None:
+                completed[name] = facts
     return completed

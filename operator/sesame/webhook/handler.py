@@ -24,18 +24,31 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sesame import metrics, naming
-from sesame.injection import Delivery, Inventory, Problem, Reason, inject, injected_annotation, summarize
+from sesame.injection import (
+    Delivery,
+    Inventory,
+    Problem,
+    Reason,
+    SecretFacts,
+    inject,
+    injected_annotation,
+    summarize,
+)
 from sesame.kube.inventory import SecretIndex, complete_inventory, inventory_of
+from sesame.kube.rest import JsonApi
 from sesame.requests import RequestError, SecretRequest, parse_annotation
+from sesame.webhook.options import WebhookOptions
 
 logger = logging.getLogger("sesame.webhook")
 
 HANDLER_ID = "inject"  # also the last path component of the webhook URL
 MEMO_KEY = "sesame_webhook"
 SOURCE = "webhook"  # the `source` label of sesame_injection_problems_total
-# Missing things the user can create (403: the pod is refused until they exist); the rest is a
-# mistake in the pod itself (400).
-_FORBIDDEN = frozenset({Reason.SECRET_NOT_FOUND, Reason.KEY_NOT_FOUND})
+# As many as a TaskRun's spec.secrets may hold (the CRD's maxItems).
+MAX_REQUESTS = 256
+# Secrets read live per admission when the watch may lag; beyond that the index answers alone, so
+# one pod cannot make the webhook issue hundreds of API reads.
+MAX_LIVE_READS = 8
 
 
 class Refusal(Exception):
@@ -67,28 +80,27 @@ def requests_of(pod: Mapping[str, Any]) -> list[SecretRequest]:
 
 
 def stale_names(requests: Iterable[SecretRequest], inventory: Inventory) -> list[str]:
-    """Secrets the index does not know, or knows without the wanted data key: read them live
-    before refusing, because the watch may lag a Secret created or updated a moment ago."""
+    """Secrets the index does not know, or knows without the wanted data key or consent: read them
+    live before refusing, because the watch may lag a Secret created or updated a moment ago."""
     names: dict[str, None] = {}
     for request in requests:
-        if request.data_key not in inventory.get(request.secret_name, frozenset()):
+        facts = inventory.get(request.secret_name)
+        if facts is None or not facts.usable or request.data_key not in facts.keys:
             names[request.secret_name] = None
-    return list(names)
+    return list(names)[:MAX_LIVE_READS]
 
 
 def refreshed(
-    inventory: Inventory, names: Sequence[str], core: client.CoreV1Api, namespace: str
-) -> dict[str, frozenset[str]]:
+    inventory: Inventory, names: Sequence[str], api: JsonApi, namespace: str
+) -> dict[str, SecretFacts]:
     """The inventory with `names` replaced by what the API server says now (absent if deleted)."""
-    kept = {name: keys for name, keys in inventory.items() if name not in names}
-    return complete_inventory(kept, names, core, namespace)
+    kept = {name: facts for name, facts in inventory.items() if name not in names}
+    return complete_inventory(kept, names, api, namespace)
 
 
 def refusal_for(problems: Sequence[Problem]) -> Refusal:
     first = problems[0]
-    return Refusal(
-        summarize(problems), 403 if first.reason in _FORBIDDEN else 400, [p.reason for p in problems]
-    )
+    return Refusal(summarize(problems), 403 if first.reason.waits else 400, [p.reason for p in problems])
 
 
 def review(
@@ -124,10 +136,18 @@ class WebhookRuntime:
     """What the handler needs at admission time, put into Kopf's memo at startup."""
 
     api: client.ApiClient
+    options: WebhookOptions
 
     @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
+    def json(self) -> JsonApi:
+        return JsonApi(self.api)
+
+
+def _in_scope(namespace: str, options: WebhookOptions) -> bool:
+    """The same namespaces the webhook configuration sends (a forged review may name any other)."""
+    if namespace in options.excluded_namespaces:
+        return False
+    return not options.only_namespaces or namespace in options.only_namespaces
 
 
 async def _admit(
@@ -136,17 +156,28 @@ async def _admit(
     if not namespace:
         # The webhook server fills it from the AdmissionReview request; without one, refuse.
         raise Refusal("Sesame could not tell the pod's namespace; set metadata.namespace", 400, [])
+    if body.get("kind") not in (None, "Pod"):
+        raise Refusal("Sesame's webhook completes pods only", 400, [])
+    if runtime is not None and not _in_scope(namespace, runtime.options):
+        raise Refusal(f"Sesame does not serve namespace {namespace!r}", 403, [])
     try:
         requests = requests_of(body)
     except RequestError as error:
         raise Refusal(str(error), 400, [Reason.INVALID_REQUEST]) from None
+    if len(requests) > MAX_REQUESTS:
+        raise Refusal(
+            f"annotation {naming.SECRETS_ANNOTATION} asks for {len(requests)} secrets; at most "
+            f"{MAX_REQUESTS} are allowed per pod",
+            400,
+            [Reason.INVALID_REQUEST],
+        )
     inventory: Inventory = inventory_of(index, namespace)
     stale = stale_names(requests, inventory)
     if stale:
         if runtime is None:
             raise Refusal("Sesame's webhook is not ready yet; try again in a moment", 503, [])
         try:
-            inventory = await asyncio.to_thread(refreshed, inventory, stale, runtime.core, namespace)
+            inventory = await asyncio.to_thread(refreshed, inventory, stale, runtime.json, namespace)
         except ApiException as error:
             # Only the status: an API error's body is not ours to repeat.
             raise Refusal(

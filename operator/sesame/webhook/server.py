@@ -25,7 +25,7 @@ import urllib3
 from sesame.kube.client import api_client
 from sesame.webhook import certificates, configuration
 from sesame.webhook.handler import HANDLER_ID, MEMO_KEY, WebhookRuntime
-from sesame.webhook.options import OptionsError, WebhookOptions, from_env
+from sesame.webhook.options import WebhookOptions
 
 logger = logging.getLogger("sesame.webhook")
 RETRY_SECONDS = 10
@@ -149,16 +149,12 @@ def configuration_for(options: WebhookOptions, served: kopf.WebhookClientConfig)
     )
 
 
-def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> WebhookOptions:
-    """Startup: set `settings.admission.server` for the mode in SESAME_WEBHOOK; never Kopf's managed mode."""
-    try:
-        options = from_env()
-    except OptionsError as error:
-        raise kopf.PermanentError(str(error)) from None  # a setting that cannot work: do not start
+def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, options: WebhookOptions) -> None:
+    """Startup: set `settings.admission.server` for `options.mode`; never Kopf's managed mode."""
     settings.admission.managed = None  # Sesame owns its configuration (see sesame.webhook.configuration)
     if not options.enabled:
         settings.admission.server = NoWebhookServer()
-        return options
+        return
     try:
         files = certificates.ensure(
             options.cert_dir,
@@ -167,7 +163,7 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> Webho
         )
     except (certificates.CertificateError, OSError) as error:
         raise kopf.PermanentError(f"webhook certificates: {error}") from None
-    runtime = WebhookRuntime(api=api_client())
+    runtime = WebhookRuntime(api=api_client(), options=options)
     memo[MEMO_KEY] = runtime
     settings.admission.server = SesameWebhookServer(options, files, runtime)
     logger.info(
@@ -177,7 +173,6 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> Webho
         options.port,
         options.config_name,
     )
-    return options
 
 
 def close_webhook(memo: kopf.Memo) -> None:
