@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STATE := .sesame
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv lint test demo cluster cluster-down cluster-status binaries bench bench-quick kind-up kind-e2e kind-down clean
+.PHONY: help venv lint test demo cluster cluster-down cluster-status operator-image binaries bench bench-quick kind-up kind-e2e kind-down clean
 
 help:
 	@echo "make demo          run Sesame end to end on the local control plane (or \$$KUBECONFIG)"
 	@echo "make test          lint + the whole test suite against a real control plane"
 	@echo "make cluster       start the local control plane in the background (.sesame/kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make operator-image  build the operator image (no Docker) and import it into that cluster's node"
 	@echo "make bench         benchmarks (ratios against a floor measured in the same run)"
 	@echo "make kind-up / kind-e2e   the same integration tests on a kind cluster (needs Docker)"
 
@@ -43,6 +44,12 @@ cluster-down: venv
 
 cluster-status: venv
 	$(PY) tools/localcluster.py status --state $(STATE)
+
+# ghcr.io/sesame-dev/sesame:<version>, the Helm chart's default image, built from this tree like the
+# Dockerfile builds it (tools/images.py; cached until the code changes) and imported into the node of
+# `make cluster`, so `helm install sesame charts/sesame` runs it there.
+operator-image: venv
+	$(PY) tools/images.py --operator --load-into $(STATE)
 
 demo: venv binaries
 	$(PY) tools/demo.py

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import load, report, scenarios
+from bench import helm, load, report, scenarios
 from bench.target import open_target
 
 HERE = Path(__file__).resolve().parent
@@ -156,6 +156,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 phase(results, "webhook", f"webhook: {args.webhook_pairs} labelled vs unlabelled pod creates")
                 results["webhook"] = webhook_part(bench, args.webhook_pairs)
+
+            helm_missing = "--quick" if args.quick else helm.missing(target)
+            if helm_missing:
+                log(f"helm: skipped, {helm_missing}")
+                results["helm"] = {"skipped": helm_missing}
+            else:
+                phase(results, "helm", "helm: the chart as shipped, install → Ready and leader failover")
+                results["helm"] = helm.measure(target, log)
 
             if args.skip_scale:
                 reason = "--quick" if args.quick else "--skip-cost"

@@ -1,15 +1,26 @@
 """What task code calls: `sesame.current_context().secrets.get(key=...)`.
 
-Stdlib only, so it installs into any task image. It finds a secret however Sesame delivered it —
-default env var, custom `envVar`, or file — and, outside a cluster, reads `SESAME_SECRET_<KEY>` or
-files under `SESAME_SECRETS_DIR`, so a task runs locally unchanged.
+Stdlib only, so it installs into any task image. Nothing here ever puts a secret value into an
+exception message or a log line.
 
-Nothing here ever puts a secret value into an exception message or a log line.
+Where a key is looked for depends on where the task runs, and never involves guessing:
+
+- In a pod Sesame completed, the operator sets `SESAME_SECRETS_ENV_VARS` (a JSON object
+  {key: env var name}, names only) in every container that received a secret; its presence, even as
+  `{}`, is how the SDK knows it runs in such a pod. There an env-delivered key is read only from the
+  variable that map names, and a FILE key only from `$SESAME_SECRETS_DIR/<key>` (the exact key).
+  A key the map does not list is not there — even if another key's default variable looks like it
+  (`my.secret` and `my_secret` share `SESAME_SECRET_MY_SECRET`; only the requested one is returned).
+- Anywhere else (a laptop, a test, plain `python task.py`), key K is read from exactly one
+  variable, `$SESAME_SECRETS_ENV_PREFIX` (default `SESAME_SECRET_`) + K upper-cased with every
+  character outside A-Z0-9_ turned into `_`, else from the file `$SESAME_SECRETS_DIR/K` (default
+  `/etc/sesame/secrets`). `sesame run` (local) writes the map itself from the task's
+  `secret_requests`, so a task run locally finds exactly what it would find in its pod.
 """
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -18,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sesame import naming
+from sesame.requests import Secret, check_request_set
 
 
 class SecretNotFoundError(KeyError):
@@ -45,31 +57,46 @@ class Secrets:
         """Where FILE secrets are: `$SESAME_SECRETS_DIR`, else `/etc/sesame/secrets`."""
         return Path(self._environ.get(naming.SECRETS_DIR_ENV) or naming.SECRETS_DIR)
 
-    def _env_vars(self, key: str) -> list[str]:
-        """Env var names that may hold `key`: the custom `envVar` (from the names-only map the
-        operator sets), then the default `<prefix><KEY>` (what a local run sets)."""
-        names: list[str] = []
-        custom = self._environ.get(naming.ENV_VARS_ENV)
-        if custom:
-            try:
-                mapping = json.loads(custom)
-            except json.JSONDecodeError:
-                mapping = None
-            if isinstance(mapping, dict) and isinstance(mapping.get(key), str):
-                names.append(mapping[key])
+    @property
+    def in_pod(self) -> bool:
+        """True in a container Sesame delivered secrets to: the operator wrote the names map there."""
+        return naming.ENV_VARS_ENV in self._environ
+
+    def _names_map(self) -> dict[str, str]:
+        raw = self._environ.get(naming.ENV_VARS_ENV, "")
+        try:
+            mapping: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            mapping = None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise SecretDeliveryError(
+                f"{naming.ENV_VARS_ENV} is not a JSON object of env var names; the Sesame operator "
+                "writes it, so do not set it in the pod template"
+            )
+        return mapping
+
+    def env_var(self, key: str) -> str | None:
+        """The env var that holds `key` here (see the module docstring), or None in a pod that did
+        not receive `key` as an env var."""
+        if self.in_pod:
+            return self._names_map().get(key)
         prefix = self._environ.get(naming.ENV_PREFIX_ENV) or naming.ENV_PREFIX
-        default = prefix + naming.default_env_var(key)[len(naming.ENV_PREFIX) :]
-        if default not in names:
-            names.append(default)
-        return names
+        return prefix + naming.default_env_var(key)[len(naming.ENV_PREFIX) :]
+
+    def delivered_keys(self) -> list[str]:
+        """In a pod: every key delivered to this container (the names map, then the files).
+        Outside one there is no list to read, so: only the files under the secrets directory."""
+        keys = set(self._names_map()) if self.in_pod else set()
+        with contextlib.suppress(OSError):  # no directory: no files
+            # kubelet keeps its own `..data` and `..<timestamp>` entries there; no key starts with `..`
+            keys |= {entry.name for entry in self.directory.iterdir() if not entry.name.startswith("..")}
+        return sorted(keys)
 
     def _from_env(self, key: str) -> tuple[str, str] | None:
         """(env var name, value) of an env-delivered secret, or None."""
-        for name in self._env_vars(key):
-            value = self._environ.get(name)
-            if value is not None:
-                return name, value
-        return None
+        name = self.env_var(key)
+        value = None if name is None else self._environ.get(name)
+        return None if name is None or value is None else (name, value)
 
     def _file(self, key: str) -> Path | None:
         path = self.directory / key
@@ -127,18 +154,23 @@ class Secrets:
         if found is not None:
             raise SecretDeliveryError(
                 f"secret {key!r} was delivered as env var {found[0]}, not as a file; "
-                "add `mountRequirement: FILE` to its spec.secrets entry to get a file"
+                "to get a file, request it with `mountRequirement: FILE` (in Python: "
+                "mount_requirement=sesame.Secret.MountType.FILE)"
             )
         raise self._missing(key, file=True)
 
     def _missing(self, key: str, file: bool) -> SecretNotFoundError:
+        mount = ", mount_requirement=sesame.Secret.MountType.FILE" if file else ""
         entry = f"{{key: {key}, mountRequirement: FILE}}" if file else f"{{key: {key}}}"
-        local = f"create {self.directory / key}" if file else f"set {self._env_vars(key)[-1]}"
-        return SecretNotFoundError(
-            f"secret {key!r} was not delivered to this task: add `- {entry}` to the TaskRun's "
-            f"spec.secrets (or to the pod's {naming.SECRETS_ANNOTATION} annotation); "
-            f"when running locally, {local}"
+        message = (
+            f"secret {key!r} was not delivered to this task: add `sesame.Secret(key={key!r}{mount})` to "
+            f"its secret_requests, or `- {entry}` to the TaskRun's spec.secrets (or to the pod's "
+            f"{naming.SECRETS_ANNOTATION} annotation)"
         )
+        if not self.in_pod:
+            local = f"create {self.directory / key}" if file else f"set {self.env_var(key)}"
+            message += f"; when running locally, {local}"
+        return SecretNotFoundError(message)
 
 
 @dataclass(frozen=True)
@@ -151,57 +183,6 @@ def current_context() -> Context:
     return Context(secrets=Secrets())
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A secret a task needs, as written in Python; renders to a `spec.secrets` entry.
-
-    >>> Secret(key="gcp_sa", mount_requirement=Secret.MountType.FILE).to_request()
-    {'key': 'gcp_sa', 'mountRequirement': 'FILE'}
-    """
-
-    class MountType(enum.Enum):
-        ENV_VAR = "ENV_VAR"
-        FILE = "FILE"
-        ANY = "ANY"
-
-    key: str
-    env_var: str | None = None
-    mount_requirement: Secret.MountType = MountType.ENV_VAR
-    containers: tuple[str, ...] | None = None  # None: every container and init container
-
-    def __post_init__(self) -> None:
-        mount: Any = self.mount_requirement
-        if not isinstance(mount, Secret.MountType):
-            try:
-                object.__setattr__(self, "mount_requirement", Secret.MountType(mount))
-            except ValueError:
-                raise ValueError(f"mount_requirement {mount!r} must be ENV_VAR, FILE or ANY") from None
-        if self.containers is not None:
-            object.__setattr__(self, "containers", tuple(self.containers))
-        problem = self._problem()
-        if problem:
-            raise ValueError(problem)
-
-    def _problem(self) -> str | None:
-        problem = naming.key_problem(self.key)
-        if problem is None and self.env_var is not None:
-            problem = naming.env_var_problem(self.env_var)
-        if problem is None and self.containers is not None and not (self.containers and all(self.containers)):
-            problem = "containers must be a non-empty list of container names"
-        return problem
-
-    def to_request(self) -> dict[str, Any]:
-        """The `spec.secrets` entry (DESIGN §2), in canonical form."""
-        entry: dict[str, Any] = {"key": self.key}
-        if self.env_var is not None:
-            entry["envVar"] = self.env_var
-        if self.mount_requirement is not Secret.MountType.ENV_VAR:
-            entry["mountRequirement"] = self.mount_requirement.value
-        if self.containers is not None:
-            entry["containers"] = list(self.containers)
-        return entry
-
-
 def taskrun_manifest(
     name: str, namespace: str, pod_template: Mapping[str, Any], secrets: Sequence[Secret]
 ) -> dict[str, Any]:
@@ -209,10 +190,7 @@ def taskrun_manifest(
 
     `pod_template` is a PodTemplateSpec (`{"spec": {"containers": [...]}}`).
     """
-    keys = [secret.key for secret in secrets]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError(f"secret {duplicates[0]!r} is requested twice; request each key once")
+    check_request_set(secrets, "secrets")
     return {
         "apiVersion": f"{naming.API_GROUP}/{naming.API_VERSION}",
         "kind": "TaskRun",

@@ -631,6 +631,8 @@ def test_generated_cli_inputs(cluster: Cluster, namespace: str, canary: str, tmp
         elif naming.secret_object_name(key) in created:
             first = created[naming.secret_object_name(key)]
             want = ExitCode.ALREADY_EXISTS if first == key else ExitCode.KEY_CLASH
+        elif naming.clashing_key(key, created.values()) is not None:  # the same env var name
+            want = ExitCode.KEY_CLASH
         else:
             want = ExitCode.OK
             created[naming.secret_object_name(key)] = key

@@ -30,6 +30,7 @@ from tests.support.cluster import Cluster
 BIN = Path(sys.executable).parent
 SESAME = str(BIN / "sesame")
 MANAGED = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}
+MANAGED_SELECTOR = "app.kubernetes.io/managed-by=sesame"
 
 
 class Cli(Protocol):
@@ -91,10 +92,16 @@ def one_error_line(result: subprocess.CompletedProcess[bytes], code: ExitCode, *
 
 
 def run_in_terminal(
-    argv: list[str], env: dict[str, str], prompt: bytes, typed: bytes | None, timeout: float = 60
+    argv: list[str],
+    env: dict[str, str],
+    prompt: bytes,
+    typed: bytes | None,
+    timeout: float = 60,
+    enter: bytes = b"\r",
 ) -> tuple[int, bytes]:
     """Run argv with a new pseudo-terminal as its controlling terminal (stdin/stdout/stderr and
-    /dev/tty), type `typed` + Enter once `prompt` shows; return (exit code, all terminal output)."""
+    /dev/tty), type `typed` + `enter` at once (as a paste arrives) when `prompt` shows; return
+    (exit code, all terminal output)."""
     pid, fd = pty.fork()
     if pid == 0:  # child: exec at once
         try:
@@ -107,7 +114,7 @@ def run_in_terminal(
     try:
         while time.monotonic() < deadline:
             if not sent and prompt in output:
-                os.write(fd, typed + b"\r")  # type: ignore[operator]  # Enter sends CR, as a real terminal does
+                os.write(fd, typed + enter)  # type: ignore[operator]  # Enter sends CR, as a real terminal does
                 sent = True
             ready, _, _ = select.select([fd], [], [], 0.2)
             if not ready:
@@ -172,6 +179,128 @@ def test_prompt_without_echo_on_a_real_terminal(cluster: Cluster, namespace: str
     )
     assert code == ExitCode.EMPTY_VALUE
     assert b"error: the value typed is empty" in output
+
+
+def terminal_error(output: bytes, code: int, wanted: ExitCode, *fragments: str) -> str:
+    """The terminal showed exactly one line, an `error: …` holding `fragments`; the exit code fits."""
+    assert code == wanted, f"exit {code}, wanted {wanted!r}: {output!r}"
+    lines = output.decode().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_every_check_comes_before_the_prompt(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """Nothing is asked for only to be thrown away: a missing namespace, an unreachable cluster and
+    a key that clashes with a stored one are said before the prompt shows."""
+    env = cluster.env()
+    stored_first = subprocess.run(
+        [SESAME, "create", "secret", "-n", namespace, "my_secret"],
+        env=env,
+        input=b"v",
+        capture_output=True,
+        timeout=60,
+    )
+    assert stored_first.returncode == 0, stored_first.stderr
+    refused = kubeconfig_with(cluster, tmp_path / "refused", server=f"https://127.0.0.1:{free_port()}")
+    cases = [
+        (["-n", "no-such-namespace", "k"], ExitCode.NAMESPACE_NOT_FOUND, "namespace 'no-such-namespace'"),
+        (["-n", namespace, "k", "--kubeconfig", str(refused)], ExitCode.UNREACHABLE, "cannot reach"),
+        (["-n", namespace, "my.secret"], ExitCode.KEY_CLASH, "clashes with existing secret 'my_secret'"),
+    ]
+    for args, wanted, fragment in cases:
+        code, output = run_in_terminal(
+            [SESAME, "create", "secret", *args], env, b"Enter secret value: ", b"typed-for-nothing"
+        )
+        assert b"Enter secret value" not in output
+        terminal_error(output, code, wanted, fragment)
+
+
+def test_the_prompt_takes_one_whole_line_or_nothing(cluster: Cluster, namespace: str, canary: str) -> None:
+    """What is stored is what the user typed, whole: a multi-line paste, a line the terminal may have
+    cut and a blank value are refused, and Ctrl-D stores nothing. Messages get lines of their own."""
+    env = cluster.env()
+
+    def create(key: str, typed: bytes, enter: bytes = b"\r") -> tuple[int, bytes]:
+        argv = [SESAME, "create", "secret", "--namespace", namespace, key]
+        return run_in_terminal(argv, env, b"Enter secret value: ", typed, enter=enter)
+
+    def after_the_prompt(output: bytes) -> bytes:
+        prompt, _, rest = output.partition(b"\r\n")
+        assert prompt == b"Enter secret value: ", output  # what follows starts on a line of its own
+        return rest
+
+    pasted = f"{canary}-line-1\r{canary}-line-2".encode()
+    for enter in (b"\r", b""):  # the paste ends with a newline, or not
+        code, output = create("pasted", pasted, enter)
+        assert canary.encode() not in output
+        terminal_error(
+            after_the_prompt(output),
+            code,
+            ExitCode.VALUE_REFUSED,
+            "the value pasted at the prompt has more than one line and was not stored",
+            "-f FILE",
+        )
+    code, output = create("long", b"x" * 5000)  # Linux keeps 4095 characters of a line
+    terminal_error(
+        after_the_prompt(output), code, ExitCode.VALUE_REFUSED, "4095 characters", "may have been cut"
+    )
+    code, output = create("blank", b"  \t ")
+    terminal_error(after_the_prompt(output), code, ExitCode.EMPTY_VALUE, "only whitespace")
+    code, output = create("nothing", b"\x04", enter=b"")  # Ctrl-D
+    terminal_error(after_the_prompt(output), code, ExitCode.EMPTY_VALUE, "nothing was stored")
+    assert cluster.core.list_namespaced_secret(namespace, label_selector=MANAGED_SELECTOR).items == []
+
+
+def test_a_terminal_that_cannot_hide_typing_is_refused(cluster: Cluster, namespace: str, canary: str) -> None:
+    """Without terminal control (here: no termios), getpass warns and reads WITH echo, showing the
+    secret; the CLI refuses to prompt instead and says what to do."""
+    without_termios = (
+        "import sys; sys.modules['termios'] = None; from sesame.entrypoint import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-c", without_termios, "create", "secret", "--namespace", namespace, "k"]
+    code, output = run_in_terminal(argv, cluster.env(), b"Enter secret value: ", canary.encode())
+    assert canary.encode() not in output
+    terminal_error(output, code, ExitCode.VALUE_REFUSED, "cannot hide what is typed", "-f FILE", "stdin")
+
+
+def test_stdin_is_stored_as_read_and_a_trailing_newline_is_named(
+    cli: Cli, cluster: Cluster, namespace: str, canary: str
+) -> None:
+    echoed = cli("create", "secret", "-n", namespace, "echoed", stdin=f"{canary}\n".encode())
+    assert echoed.returncode == 0, echoed.stderr
+    assert value_of(cluster, namespace, "echoed") == f"{canary}\n".encode()  # never stripped silently
+    assert echoed.stderr.decode().splitlines() == [
+        "warning: stdin ends with a newline, which is stored as part of the value "
+        "(echo adds one: use printf '%s' or -f FILE to leave it out)"
+    ]
+    for key, value in (("printed", canary.encode()), ("pem", b"-----BEGIN X-----\nabc\n-----END X-----\n")):
+        quiet = cli("create", "secret", "-n", namespace, key, stdin=value)
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stderr == b""  # no newline to warn about; a multi-line value ends in one by nature
+        assert value_of(cluster, namespace, key) == value
+    one_error_line(
+        cli("create", "secret", "-n", namespace, "blank", stdin=b" \n\t\n"),
+        ExitCode.EMPTY_VALUE,
+        "stdin is only whitespace",
+    )
+
+
+def test_help_says_how_values_are_read(cli: Cli) -> None:
+    for verb in ("create", "update"):
+        text = " ".join(cli(verb, "secret", "--help").stdout.decode().split())
+        for rule in (
+            "keeps the newline, with a warning on stderr",
+            "a paste of more than one line",
+            "a line of 4095 characters or more",
+            "a terminal that cannot hide typing",
+            "Ctrl-D stores nothing",
+            "only whitespace, is refused (exit 10)",
+            "The namespace is checked before the value is asked for",
+        ):
+            assert rule in text, (verb, rule)
 
 
 # -- the whole cycle -----------------------------------------------------------------------------
@@ -362,10 +491,6 @@ def test_the_namespace_template_is_used(cli: Cli, cluster: Cluster, namespace: s
     assert value_of(cluster, namespace, "k") == b"value"
     flag = ["--namespace-template", "{project}-{domain}", "--project", project, "--domain", domain]
     assert cli("get", "secret", *flag, "k", env=env).returncode == 0
-    # --namespace wins over project/domain
-    assert (
-        cli("get", "secret", "--project", "x", "--domain", "y", "--namespace", namespace, "k").returncode == 0
-    )
 
 
 def test_existing_secret_on_create(cli: Cli, cluster: Cluster, namespace: str) -> None:
@@ -387,6 +512,18 @@ def test_missing_secret_on_get_update_delete(cli: Cli, namespace: str) -> None:
             "'absent' not found",
             namespace,
         )
+    # each hint fits what the user was doing: update → create it; delete → nothing to do
+    one_error_line(
+        cli("update", "secret", "--namespace", namespace, "absent", stdin=b"value"),
+        ExitCode.NOT_FOUND,
+        f"create it with `sesame create secret --namespace {namespace} absent`",
+    )
+    deleted = one_error_line(
+        cli("delete", "secret", "--namespace", namespace, "absent"),
+        ExitCode.NOT_FOUND,
+        f"nothing to delete; list the secrets with `sesame get secret --namespace {namespace}`",
+    )
+    assert "create" not in deleted
 
 
 @pytest.mark.parametrize("key", ["bad/key", "has space", "trailing_", "a..b", "x" * 254])
@@ -416,6 +553,32 @@ def test_keys_that_share_an_object_name_clash(cli: Cli, cluster: Cluster, namesp
             cli("delete", "secret", "--namespace", namespace, other), ExitCode.KEY_CLASH, "'my_secret'"
         )
     assert value_of(cluster, namespace, "my_secret") == b"first"
+
+
+def test_keys_that_share_an_env_var_name_clash(cli: Cli, cluster: Cluster, namespace: str) -> None:
+    """`my.secret` and `my_secret` would both be delivered as SESAME_SECRET_MY_SECRET: the second
+    is refused, naming the first, whichever comes first."""
+    assert cli("create", "secret", "--namespace", namespace, "my_secret", stdin=b"first").returncode == 0
+    for other in ("my.secret", "My.Secret"):
+        one_error_line(
+            cli("create", "secret", "--namespace", namespace, other, stdin=b"second"),
+            ExitCode.KEY_CLASH,
+            f"secret '{other}' clashes with existing secret 'my_secret'",
+            "env var 'SESAME_SECRET_MY_SECRET'",
+        )
+    assert cli("delete", "secret", "--namespace", namespace, "my_secret").returncode == 0
+    assert cli("create", "secret", "--namespace", namespace, "my.secret", stdin=b"third").returncode == 0
+    one_error_line(
+        cli("create", "secret", "--namespace", namespace, "my_secret", stdin=b"fourth"),
+        ExitCode.KEY_CLASH,
+        "secret 'my_secret' clashes with existing secret 'my.secret'",
+    )
+    names = [
+        s.metadata.name
+        for s in cluster.core.list_namespaced_secret(namespace, label_selector=MANAGED_SELECTOR).items
+    ]
+    assert names == ["my.secret"]
+    assert value_of(cluster, namespace, "my.secret") == b"third"
 
 
 def test_a_secret_sesame_does_not_manage_is_left_alone(cli: Cli, cluster: Cluster, namespace: str) -> None:
@@ -587,10 +750,10 @@ def test_permission_denied_names_verb_resource_and_namespace(
     assert status is not None
     token = status.token
     env = {**cluster.env(), "KUBECONFIG": str(kubeconfig_with(cluster, tmp_path / "nobody", token=token))}
-    one_error_line(
+    one_error_line(  # create lists the namespace's secrets first: no stored key may clash with it
         cli("create", "secret", "--namespace", namespace, "k", stdin=b"value", env=env),
         ExitCode.PERMISSION_DENIED,
-        f"permission denied: cannot create secrets in namespace '{namespace}'",
+        f"permission denied: cannot list secrets in namespace '{namespace}', which create needs",
         f"system:serviceaccount:{namespace}:nobody",
     )
     one_error_line(
@@ -625,11 +788,31 @@ def test_usage_errors(cli: Cli) -> None:
         ExitCode.USAGE,
         "template",
     )
-    bad_output = cli("get", "secret", "--namespace", "x", "-o", "wide")
-    assert bad_output.returncode == ExitCode.USAGE
-    assert "invalid choice: 'wide'" in bad_output.stderr.decode()
-    assert cli("create", "secret", "--namespace", "x").returncode == ExitCode.USAGE  # NAME missing
-    assert cli("frobnicate").returncode == ExitCode.USAGE
+    one_error_line(
+        cli("get", "secret", "--namespace", "x", "-o", "wide"),
+        ExitCode.USAGE,
+        "invalid choice: 'wide'",
+        "see `sesame get secret --help`",
+    )
+    one_error_line(cli("create", "secret", "--namespace", "x"), ExitCode.USAGE, "NAME")  # NAME missing
+    one_error_line(cli("frobnicate"), ExitCode.USAGE, "invalid choice: 'frobnicate'")
+    for seconds in ("-5", "0", "nan", "inf", "soon"):
+        one_error_line(
+            cli("get", "secret", "--namespace", "x", "--request-timeout", seconds),
+            ExitCode.USAGE,
+            f"argument --request-timeout: must be a positive number of seconds, not '{seconds}'",
+        )
+    # --namespace and --project/--domain name the namespace twice: refused, whichever comes first
+    one_error_line(
+        cli("get", "secret", "--project", "a", "--domain", "b", "-n", "other"),
+        ExitCode.USAGE,
+        "--namespace other conflicts with --project and --domain",
+    )
+    one_error_line(
+        cli("create", "secret", "-n", "other", "k", "--namespace-template", "{project}"),
+        ExitCode.USAGE,
+        "--namespace other conflicts with --namespace-template",
+    )
 
 
 def test_exit_codes_are_distinct() -> None:

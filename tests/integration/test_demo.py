@@ -1,7 +1,8 @@
 """The README's first command, `make demo`, against the suite's cluster so that it cannot rot.
 
 `tools/demo.py` uses the cluster KUBECONFIG names when it is reachable, so here it runs on the
-session's control plane; its namespace is deleted afterwards.
+session's control plane and its real node; its namespace is deleted afterwards. Nothing in the demo
+marks a pod Succeeded: the kubelet runs the examples.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, TASK_IMAGE, Cluster
 
-NAMESPACE = "my-project-development"  # the demo's, from examples/taskrun.yaml
+NAMESPACE = "my-project-development"  # the demo's: project my_project, domain development
 
 
 def test_demo_tells_the_whole_story(cluster: Cluster) -> None:
@@ -31,17 +32,24 @@ def test_demo_tells_the_whole_story(cluster: Cluster) -> None:
         assert demo.returncode == 0, output[-4000:]
         steps = [
             "TaskRun CRD",
-            "secret 'my_secret' not found",  # waits with the condition's message first ...
-            f"run `sesame create secret --namespace {NAMESPACE} my_secret`",  # ... saying what to do
-            "storing the secrets with the sesame CLI",
+            "$ sesame create secret --project my_project --domain development my_union_api_key",
+            "$ sesame run --remote --project my_project --domain development examples/using_secrets.py t1",
+            f"created in namespace '{NAMESPACE}' (image {TASK_IMAGE})",
+            "sesame: waiting: secret 'my_secret' not found",  # the run says what it waits for ...
+            f"run `sesame create secret --namespace {NAMESPACE} my_secret`",  # ... and how to fix it
+            "$ sesame create secret --project my_project --domain development my_secret",
+            "printed by mistake it reads ****\nsesame: TaskRun t1-",  # the kubelet ran it, masked
+            "examples/using_secrets.py t2 --calls 3",
+            "t2 would call the API 3 time(s) with UNION_API_KEY set\nsesame: task 't2' returned 3\n",
+            "t1 found a service_account credential at /etc/sesame/secrets/gcp_sa",
             "SESAME_SECRET_MY_SECRET            secretKeyRef my-secret/my_secret",
-            '"path": "my_file_secret"',  # the projected volume
-            "taskrun.sesame.dev/train condition met",
-            "train   Succeeded   train   True",
+            '[{"apiVersion": "sesame.dev/v1alpha1", "kind": "TaskRun", "name": "t1-',
         ]
         positions = [output.find(step) for step in steps]
         assert -1 not in positions, [s for s, p in zip(steps, positions, strict=True) if p < 0]
         assert positions == sorted(positions), "the demo's story is out of order"
+        assert output.count(" Succeeded\n") >= 3
+        assert "--subresource=status" not in output  # no pod status is ever written by hand
     finally:
         with contextlib.suppress(ApiException):
             cluster.core.delete_namespace(NAMESPACE)

@@ -1,114 +1,155 @@
-"""A secret stored with the CLI reaches task code through the operator and (a simulated) kubelet.
+"""A secret stored with the CLI reaches task code through the operator and the real kubelet.
 
-CLI → Secret → TaskRun → operator → pod spec (references only) → kubelet materialises env and
-files (tests/support/kubelet.py) → `sesame.Secrets(environ).get(key=…)` returns the value, for
-every delivery form.
+CLI → Secret → TaskRun (from `sesame run --remote`) → operator → pod spec (references only) →
+kubelet (env `secretKeyRef`, projected files) → `sesame.current_context().secrets` in the
+container, for every delivery form; then a rotation with the CLI reaches the running task's file
+while its env var keeps the start value. The task compares SHA-256 digests that the test hands it
+as inputs, so no value is ever printed — and the output is masked anyway.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-import sesame
 from sesame import naming
-from tests.support.cluster import Cluster, eventually
-from tests.support.kubelet import Kubelet
+from tests.support.cluster import TASK_IMAGE, Cluster
 from tests.support.operator import running_operator
+from tests.support.sesame_run import SESAME, LiveRun, taskrun_name
 
-SESAME = str(Path(sys.executable).parent / "sesame")
-TEMPLATE = {"spec": {"containers": [{"name": "main", "image": "python:3.12-slim", "command": ["true"]}]}}
+TASK = """
+import hashlib, os, time
+import sesame
+from sesame import Secret
+
+FILE = Secret.MountType.FILE
 
 
-def sesame_cli(cluster: Cluster, canary: str, *args: str, stdin: bytes = b"") -> None:
-    result = subprocess.run([SESAME, *args], env=cluster.env(), input=stdin, capture_output=True, timeout=60)
-    assert result.returncode == 0, result.stderr.decode()
-    assert canary.encode() not in result.stdout + result.stderr
+def digest(value):
+    return hashlib.sha256(value if isinstance(value, bytes) else value.encode()).hexdigest()
+
+
+@sesame.task(secret_requests=[
+    Secret(key="api_token"),
+    Secret(key="my_union_api_key", env_var="UNION_API_KEY"),
+    Secret(key="tls_cert", mount_requirement=FILE),
+    Secret(key="gcp_sa", mount_requirement=FILE, env_var="GOOGLE_APPLICATION_CREDENTIALS"),
+    Secret(key="keystore", mount_requirement=FILE),
+    Secret(key="my.secret"),
+])
+def check(digests: dict, rotated: str) -> None:
+    secrets = sesame.current_context().secrets
+    seen = {
+        "api_token": digest(secrets.get(key="api_token")),
+        "my_union_api_key": digest(secrets.get(key="my_union_api_key")),
+        "UNION_API_KEY": digest(os.environ["UNION_API_KEY"]),
+        "tls_cert": digest(secrets.get(key="tls_cert")),
+        "gcp_sa": digest(open(os.environ["GOOGLE_APPLICATION_CREDENTIALS"], "rb").read()),
+        "keystore": digest(secrets.get_bytes("keystore")),
+        "my.secret": digest(secrets.get(key="my.secret")),
+    }
+    for name, expected in sorted(digests.items()):
+        print(name, "ok" if seen[name] == expected else "DIFFERENT")
+    print("file:", secrets.get_secrets_file("tls_cert"), os.environ["GOOGLE_APPLICATION_CREDENTIALS"])
+    print("dir:", os.environ["SESAME_SECRETS_DIR"], sorted(secrets.delivered_keys()))
+    for attempt in (
+        lambda: secrets.get_secrets_file("api_token"),
+        lambda: secrets.get(key="not_requested"),
+        lambda: secrets.get(key="my_secret"),  # shares SESAME_SECRET_MY_SECRET with my.secret
+    ):
+        try:
+            attempt()
+        except (sesame.SecretDeliveryError, sesame.SecretNotFoundError) as error:
+            print(type(error).__name__, error)
+    print("waiting for rotation", flush=True)
+    deadline = time.monotonic() + 90
+    while digest(secrets.get(key="tls_cert")) != rotated and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print("tls_cert rotated" if digest(secrets.get(key="tls_cert")) == rotated else "tls_cert NOT rotated")
+    kept = digest(secrets.get(key="api_token")) == digests["api_token"]
+    print("api_token env", "kept" if kept else "CHANGED")
+"""
+
+
+def sha256(value: str | bytes) -> str:
+    return hashlib.sha256(value if isinstance(value, bytes) else value.encode()).hexdigest()
+
+
+def sesame_cli(cluster: Cluster, canary: str, *commands: tuple[list[str], bytes]) -> None:
+    """Several `sesame` commands at once (args, stdin), each of which must succeed without echoing."""
+    pipe = subprocess.PIPE
+    running = [
+        (subprocess.Popen([SESAME, *args], env=cluster.env(), stdin=pipe, stdout=pipe, stderr=pipe), stdin)
+        for args, stdin in commands
+    ]
+    for process, stdin in running:
+        out, err = process.communicate(stdin, timeout=60)
+        assert process.returncode == 0, err.decode()
+        assert canary.encode() not in out + err
 
 
 def test_cli_secrets_reach_task_code_in_every_delivery_form(
-    cluster: Cluster, namespace: str, canary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, namespace: str, canary: str, tmp_path: Path
 ) -> None:
     values = {
         "api_token": f"{canary}-default-env",
         "my_union_api_key": f"{canary}-custom-env",
         "tls_cert": f"-----BEGIN {canary}-----\r\nfile line\n",
         "gcp_sa": json.dumps({"type": "service_account", "private_key": f"{canary}-sa"}),
+        "my.secret": f"{canary}-dotted",
     }
     keystore = bytes(range(256)) + canary.encode() + b"\x00\xff"
-    for key, value in values.items():
-        sesame_cli(cluster, canary, "create", "secret", "--namespace", namespace, key, stdin=value.encode())
     store = tmp_path / "keystore.p12"
     store.write_bytes(keystore)
-    sesame_cli(cluster, canary, "create", "secret", "--namespace", namespace, "keystore", "-f", str(store))
+    create = ["create", "secret", "--namespace", namespace]
+    sesame_cli(
+        cluster,
+        canary,
+        *(([*create, key], value.encode()) for key, value in values.items()),
+        ([*create, "keystore", "-f", str(store)], b""),
+    )
+    task = tmp_path / "check.py"
+    task.write_text(TASK)
+    digests = {key: sha256(value) for key, value in values.items()}
+    digests |= {"UNION_API_KEY": digests["my_union_api_key"], "keystore": sha256(keystore)}
+    rotated = f"{canary}-rotated"
 
-    requests = [
-        {"key": "api_token"},
-        {"key": "my_union_api_key", "envVar": "UNION_API_KEY"},
-        {"key": "tls_cert", "mountRequirement": "FILE"},
-        {"key": "gcp_sa", "mountRequirement": "FILE", "envVar": "GOOGLE_APPLICATION_CREDENTIALS"},
-        {"key": "keystore", "mountRequirement": "FILE"},
-    ]
     with running_operator([namespace]) as runner:
-        cluster.create_taskrun(namespace, "train", {"secrets": requests, "template": TEMPLATE})
-        pod = eventually(lambda: cluster.pod(namespace, "train"), what="the TaskRun's pod")
-        assert canary not in json.dumps(pod)  # references only, never a value
-
-        kubelet = Kubelet(cluster.core, namespace, tmp_path / "kubelet")
-        view = kubelet.materialise(pod, "main")
-        assert view.env[naming.SECRETS_DIR_ENV] == naming.SECRETS_DIR
-        assert naming.SECRETS_DIR in view.mounts
-        environ = view.host_env()
-        secrets = sesame.Secrets(environ)
-
-        assert secrets.get(key="api_token") == values["api_token"]  # SESAME_SECRET_API_TOKEN
-        assert secrets.get(key="my_union_api_key") == values["my_union_api_key"]  # UNION_API_KEY
-        assert environ["UNION_API_KEY"] == values["my_union_api_key"]
-        assert secrets.get(key="tls_cert") == values["tls_cert"]  # file, byte-exact (\r\n kept)
-        assert secrets.get(key="gcp_sa") == values["gcp_sa"]
-        assert secrets.get_bytes("keystore") == keystore
-
-        files = view.mounts[naming.SECRETS_DIR]
-        assert secrets.get_secrets_file("tls_cert") == str(files / "tls_cert")
-        # FILE + envVar: the variable holds the file's path inside the container
-        assert view.env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{naming.SECRETS_DIR}/gcp_sa"
-        assert Path(environ["GOOGLE_APPLICATION_CREDENTIALS"]).read_text() == values["gcp_sa"]
-        assert secrets.get_secrets_file("gcp_sa") == environ["GOOGLE_APPLICATION_CREDENTIALS"]
-        with pytest.raises(sesame.SecretDeliveryError, match="mountRequirement: FILE"):
-            secrets.get_secrets_file("api_token")
-        with pytest.raises(sesame.SecretNotFoundError, match=re.escape("`- {key: not_requested}`")):
-            secrets.get(key="not_requested")
-
-        # The same through the public entry point, with the container's environment as the process's.
-        for name in list(os.environ):
-            if name.startswith("SESAME_"):
-                monkeypatch.delenv(name)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
-        assert sesame.current_context().secrets.get(key="api_token") == values["api_token"]
-        assert sesame.current_context().secrets.get(key="my_union_api_key") == values["my_union_api_key"]
-
-        # Rotation with the CLI: the kubelet re-projects files into the running container.
-        rotated = f"{canary}-rotated"
+        run = LiveRun(
+            cluster.env(),
+            *["--remote", "--namespace", namespace, "--image", TASK_IMAGE, str(task), "check"],
+            *["--digests", json.dumps(digests), "--rotated", sha256(rotated)],
+        )
+        run.wait_for_line("waiting for rotation", stream="out", timeout=90)
+        update = ["update", "secret", "--namespace", namespace]
         sesame_cli(
-            cluster, canary, "update", "secret", "--namespace", namespace, "tls_cert", stdin=rotated.encode()
+            cluster, canary, *(([*update, key], rotated.encode()) for key in ("tls_cert", "api_token"))
         )
-        kubelet.refresh(pod, view, "main")
-        assert sesame.Secrets(environ).get(key="tls_cert") == rotated
-        # env vars change only when a container starts again
-        assert kubelet.materialise(pod, "main").env["SESAME_SECRET_API_TOKEN"] == values["api_token"]
-
-        cluster.set_pod_phase(namespace, "train", "Succeeded")
-        eventually(
-            lambda: cluster.taskrun(namespace, "train").get("status", {}).get("phase") == "Succeeded",
-            what="the TaskRun to succeed",
-        )
-        status = cluster.taskrun(namespace, "train")["status"]
-        assert canary not in json.dumps(status)
+        done = run.finish(timeout=120)
+        assert done.code == 0, done.out + done.err
+        directory = naming.SECRETS_DIR
+        assert done.out.splitlines() == [
+            *(f"{name} ok" for name in sorted(digests)),
+            f"file: {directory}/tls_cert {directory}/gcp_sa",
+            f"dir: {directory} "
+            + str(["api_token", "gcp_sa", "keystore", "my.secret", "my_union_api_key", "tls_cert"]),
+            "SecretDeliveryError secret 'api_token' was delivered as env var SESAME_SECRET_API_TOKEN, not as "
+            "a file; to get a file, request it with `mountRequirement: FILE` (in Python: "
+            "mount_requirement=sesame.Secret.MountType.FILE)",
+            "SecretNotFoundError secret 'not_requested' was not delivered to this task: add "
+            "`sesame.Secret(key='not_requested')` to its secret_requests, or `- {key: not_requested}` to the "
+            "TaskRun's spec.secrets (or to the pod's sesame.dev/secrets annotation)",
+            "SecretNotFoundError secret 'my_secret' was not delivered to this task: add "
+            "`sesame.Secret(key='my_secret')` to its secret_requests, or `- {key: my_secret}` to the "
+            "TaskRun's spec.secrets (or to the pod's sesame.dev/secrets annotation)",
+            "waiting for rotation",
+            "tls_cert rotated",  # the kubelet re-projected the file into the running container
+            "api_token env kept",  # an env var changes only when a container starts again
+        ]
+        pod = cluster.pod(namespace, taskrun_name(done))
+        assert pod is not None
+        assert canary not in json.dumps(pod)  # references only, never a value
+        assert canary not in json.dumps(cluster.taskrun(namespace, pod["metadata"]["name"])["status"])
     assert canary not in runner.output

@@ -27,6 +27,9 @@ CRD = ROOT / "crds" / "taskrun.yaml"
 T = TypeVar("T")
 # Sesame's task image (Debian's Python + the SDK), imported into the local node by tools/images.py.
 TASK_IMAGE = images.TASK_IMAGE
+# For pods that must exist but never run (the controller's mechanics at volume): no scheduler
+# serves this name, so the node never sees them.
+UNSCHEDULED: dict[str, str] = {"schedulerName": "sesame-tests-no-scheduler"}
 
 
 class HostChanged(AssertionError):

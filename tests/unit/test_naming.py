@@ -72,3 +72,111 @@ def test_every_accepted_key_maps_to_valid_kubernetes_names(key: str) -> None:
 def test_spellings_that_share_an_object_name_are_detectable(stem: str, sep: str) -> None:
     key = f"{stem}{sep if sep != '.' else '_'}x"
     assert naming.secret_object_name(key.upper()) == naming.secret_object_name(key.lower())
+
+
+# -- one key, one secret ---------------------------------------------------------------------------
+# Expected names are computed here, character by character, from the rules as users read them
+# (Secret name: lower-case, `_` → `-`; env var: SESAME_SECRET_ + upper-case, other characters → `_`).
+
+
+def expected_object_name(key: str) -> str:
+    return "".join("-" if char == "_" else char.lower() for char in key)
+
+
+def expected_env_var(key: str) -> str:
+    return "SESAME_SECRET_" + "".join(char.upper() if char in ALNUM else "_" for char in key)
+
+
+def share_a_name(one: str, other: str) -> bool:
+    same_object = expected_object_name(one) == expected_object_name(other)
+    return same_object or expected_env_var(one) == expected_env_var(other)
+
+
+# Valid keys: alphanumeric parts joined by one of `_`, `-`, `.` (so the Secret name is a DNS name).
+PARTS = st.lists(st.text(alphabet=ALNUM, min_size=1, max_size=5), min_size=1, max_size=4)
+SEPARATOR = st.sampled_from("_-.")
+
+
+@st.composite
+def keys(draw: st.DrawFn) -> str:
+    parts = draw(PARTS)
+    return parts[0] + "".join(draw(SEPARATOR) + part for part in parts[1:])
+
+
+@st.composite
+def respelled(draw: st.DrawFn, key: str) -> str:
+    """`key` with the case of some letters and some separators changed: the likely clashes."""
+    chars = []
+    for char in key:
+        if char in "_-." and draw(st.booleans()):
+            chars.append(draw(SEPARATOR))
+        elif char.isalpha() and draw(st.booleans()):
+            chars.append(char.swapcase())
+        else:
+            chars.append(char)
+    return "".join(chars)
+
+
+@st.composite
+def key_pairs(draw: st.DrawFn) -> tuple[str, str]:
+    first = draw(keys())
+    second = draw(st.one_of(keys(), respelled(first)))
+    return first, second
+
+
+@pytest.mark.parametrize(
+    ("stored", "new", "shared"),
+    [
+        ("my_secret", "my.secret", "env var 'SESAME_SECRET_MY_SECRET'"),  # the reported case
+        ("my.secret", "my-secret", "env var 'SESAME_SECRET_MY_SECRET'"),
+        ("my_secret", "MY_SECRET", "Secret 'my-secret'"),
+        ("my_secret", "my-secret", "Secret 'my-secret'"),
+        ("a.b", "A.B", "Secret 'a.b'"),
+    ],
+)
+def test_keys_that_share_a_name_clash(stored: str, new: str, shared: str) -> None:
+    assert naming.clashing_key(new, [stored]) == (stored, shared)
+    assert naming.clashing_key(stored, [new]) is not None
+
+
+def test_a_free_key_and_the_same_key_again_do_not_clash() -> None:
+    assert naming.clashing_key("my_secret", ["ab", "my_secret2", "mysecret"]) is None
+    assert naming.clashing_key("my_secret", ["my_secret"]) is None  # the same secret: `already exists`
+    assert naming.clashing_key("a_b", ["zz", "A-B", "a.b"]) == ("A-B", "Secret 'a-b'")  # the first, sorted
+
+
+@given(key_pairs())
+def test_two_keys_deliver_apart_or_the_second_is_refused(pair: tuple[str, str]) -> None:
+    first, second = pair
+    for key in pair:  # both valid, named as the rules say
+        assert naming.key_problem(key) is None
+        assert naming.secret_object_name(key) == expected_object_name(key)
+        assert naming.default_env_var(key) == expected_env_var(key)
+    clash = naming.clashing_key(second, [first])
+    if first == second:
+        assert clash is None  # the same key: create says it already exists
+    elif share_a_name(first, second):
+        assert clash is not None
+        assert clash[0] == first
+    else:
+        assert clash is None
+        assert expected_object_name(first) != expected_object_name(second)
+        assert expected_env_var(first) != expected_env_var(second)
+
+
+@given(st.lists(st.one_of(keys(), keys().flatmap(respelled)), max_size=12))
+def test_what_gets_stored_is_one_secret_per_name(candidates: list[str]) -> None:
+    """Store keys one by one as `sesame create secret` does: whatever is kept has pairwise
+    distinct Secret names and env var names, and every refused key shares one with a kept key."""
+    stored: list[str] = []
+    for key in candidates:
+        if key in stored:
+            continue
+        clash = naming.clashing_key(key, stored)
+        if clash is None:
+            stored.append(key)
+        else:
+            assert clash[0] in stored
+            assert share_a_name(key, clash[0])
+    assert len({expected_object_name(key) for key in stored}) == len(stored)
+    assert len({expected_env_var(key) for key in stored}) == len(stored)

@@ -1,5 +1,6 @@
-"""The task-side SDK: finds a secret however it was delivered, fails with a message that says
-what to add, and never puts a value in an exception."""
+"""The task-side SDK: finds a secret however it was delivered — in a pod only through the names the
+operator wrote, elsewhere at one documented place — fails with a message that says what to add, and
+never puts a value in an exception."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 import sesame
 from sesame import naming
-from sesame.sdk import Secret, SecretDeliveryError, SecretNotFoundError, Secrets, taskrun_manifest
+from sesame.requests import RequestError, Secret
+from sesame.sdk import SecretDeliveryError, SecretNotFoundError, Secrets, taskrun_manifest
 
 KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 valid_keys = st.text(KEY_ALPHABET, min_size=1, max_size=60).filter(lambda k: naming.key_problem(k) is None)
@@ -35,17 +37,62 @@ def test_get_reads_a_custom_env_var_through_the_names_map() -> None:
     assert Secrets(environ).get(key="my_union_api_key") == VALUE
 
 
-def test_custom_env_var_wins_over_the_default_and_default_is_the_fallback() -> None:
-    names = json.dumps({"k": "CUSTOM"})
-    both = {naming.ENV_VARS_ENV: names, "CUSTOM": "custom", "SESAME_SECRET_K": "default"}
-    assert Secrets(both).get(key="k") == "custom"
-    only_default = {naming.ENV_VARS_ENV: names, "SESAME_SECRET_K": "default"}
-    assert Secrets(only_default).get(key="k") == "default"
+def test_in_a_pod_a_key_is_found_only_through_the_names_map() -> None:
+    """Issue 14: a pod that requested only `my.secret` must not hand its value out as `my_secret`,
+    although both keys default to the env var SESAME_SECRET_MY_SECRET."""
+    pod = {
+        naming.ENV_VARS_ENV: json.dumps({"my.secret": "SESAME_SECRET_MY_SECRET"}),
+        "SESAME_SECRET_MY_SECRET": VALUE,
+    }
+    secrets = Secrets(pod)
+    assert secrets.in_pod
+    assert secrets.get(key="my.secret") == VALUE
+    with pytest.raises(SecretNotFoundError) as caught:
+        secrets.get(key="my_secret")
+    assert "secret 'my_secret' was not delivered" in str(caught.value)
+    assert "when running locally" not in str(caught.value)  # in a pod, the fix is the request
+    assert VALUE not in str(caught.value)
 
 
-def test_a_malformed_names_map_falls_back_to_the_default_env_var() -> None:
-    environ = {naming.ENV_VARS_ENV: "{not json", "SESAME_SECRET_K": VALUE}
-    assert Secrets(environ).get(key="k") == VALUE
+def test_in_a_pod_a_default_variable_the_map_does_not_name_is_ignored() -> None:
+    pod = {naming.ENV_VARS_ENV: json.dumps({"k": "CUSTOM"}), "SESAME_SECRET_OTHER": VALUE, "CUSTOM": "c"}
+    assert Secrets(pod).get(key="k") == "c"
+    with pytest.raises(SecretNotFoundError):
+        Secrets(pod).get(key="other")
+    empty_map = {naming.ENV_VARS_ENV: "{}", "SESAME_SECRET_K": VALUE}  # a pod with FILE secrets only
+    with pytest.raises(SecretNotFoundError):
+        Secrets(empty_map).get(key="k")
+
+
+@pytest.mark.parametrize("names_map", ["{not json", "[]", '{"k": 1}'])
+def test_a_malformed_names_map_is_an_error_not_a_guess(names_map: str) -> None:
+    environ = {naming.ENV_VARS_ENV: names_map, "SESAME_SECRET_K": VALUE}
+    with pytest.raises(SecretDeliveryError, match=f"{naming.ENV_VARS_ENV} is not a JSON object"):
+        Secrets(environ).get(key="k")
+
+
+def test_outside_a_pod_the_lookup_is_the_default_variable_then_the_file(tmp_path: Path) -> None:
+    environ = {"SESAME_SECRET_MY_SECRET": VALUE, naming.SECRETS_DIR_ENV: str(tmp_path)}
+    secrets = Secrets(environ)
+    assert not secrets.in_pod
+    assert secrets.env_var("my_secret") == "SESAME_SECRET_MY_SECRET"
+    assert secrets.env_var("my.secret") == "SESAME_SECRET_MY_SECRET"  # documented: one variable per name
+    assert secrets.get(key="my_secret") == VALUE
+    (tmp_path / "only_a_file").write_text("from the file")
+    assert secrets.get(key="only_a_file") == "from the file"
+    with pytest.raises(SecretNotFoundError):
+        secrets.get(key="UNION_API_KEY")  # a custom env var is only found through the map
+
+
+def test_delivered_keys_are_the_names_map_and_the_files(tmp_path: Path) -> None:
+    version = tmp_path / "..2026_01_01_00_00_00.1"
+    version.mkdir()
+    (version / "cert").write_text("c")
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / "cert").symlink_to("..data/cert")
+    pod = {naming.ENV_VARS_ENV: json.dumps({"b": "B", "a": "A"}), naming.SECRETS_DIR_ENV: str(tmp_path)}
+    assert Secrets(pod).delivered_keys() == ["a", "b", "cert"]
+    assert Secrets({naming.SECRETS_DIR_ENV: str(tmp_path / "absent")}).delivered_keys() == []
 
 
 def test_get_honours_a_changed_env_prefix() -> None:
@@ -112,6 +159,7 @@ def test_missing_secret_names_the_key_and_the_entry_to_add(tmp_path: Path) -> No
         secrets.get(key="my_secret")
     message = str(caught.value)
     assert "'my_secret'" in message
+    assert "`sesame.Secret(key='my_secret')`" in message
     assert "`- {key: my_secret}`" in message
     assert "spec.secrets" in message
     assert "SESAME_SECRET_MY_SECRET" in message  # how to run it locally
@@ -120,6 +168,7 @@ def test_missing_secret_names_the_key_and_the_entry_to_add(tmp_path: Path) -> No
     with pytest.raises(SecretNotFoundError) as file_caught:
         secrets.get_secrets_file("gcp_sa")
     assert "`- {key: gcp_sa, mountRequirement: FILE}`" in str(file_caught.value)
+    assert "mount_requirement=sesame.Secret.MountType.FILE" in str(file_caught.value)
     assert str(tmp_path / "gcp_sa") in str(file_caught.value)
 
 
@@ -162,53 +211,26 @@ def test_get_finds_any_valid_key_at_any_custom_env_var(key: str, custom: str) ->
     assert Secrets(environ).get(key=key) == VALUE
 
 
-# -- Secret and taskrun_manifest ------------------------------------------------------------------
+# -- taskrun_manifest (Secret itself: tests/unit/test_requests.py) -------------------------------
 
 
-def test_secret_to_request_shapes() -> None:
-    assert Secret(key="my_secret").to_request() == {"key": "my_secret"}
-    assert Secret(key="k", env_var="UNION_API_KEY").to_request() == {"key": "k", "envVar": "UNION_API_KEY"}
-    assert Secret(key="f", mount_requirement=Secret.MountType.FILE).to_request() == {
-        "key": "f",
-        "mountRequirement": "FILE",
-    }
-    assert Secret(
-        key="gcp_sa",
-        mount_requirement=Secret.MountType.FILE,
-        env_var="GOOGLE_APPLICATION_CREDENTIALS",
-        containers=("main",),
-    ).to_request() == {
-        "key": "gcp_sa",
-        "envVar": "GOOGLE_APPLICATION_CREDENTIALS",
-        "mountRequirement": "FILE",
-        "containers": ["main"],
-    }
-    assert Secret(key="a", mount_requirement=Secret.MountType.ANY).to_request() == {
-        "key": "a",
-        "mountRequirement": "ANY",
-    }
-
-
-def test_mount_type_accepts_its_names_as_strings() -> None:
-    secret = Secret(key="f", mount_requirement="FILE")  # type: ignore[arg-type]
-    assert secret.mount_requirement is Secret.MountType.FILE
-    assert [m.value for m in Secret.MountType] == ["ENV_VAR", "FILE", "ANY"]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "reason"),
-    [
-        ({"key": "bad key"}, "may only contain"),
-        ({"key": "-lead"}, "start and end with a letter or digit"),
-        ({"key": "ok", "env_var": ""}, "env var name"),
-        ({"key": "ok", "env_var": "1BAD"}, "env var name"),
-        ({"key": "ok", "mount_requirement": "SOMETIMES"}, "ENV_VAR, FILE or ANY"),
-        ({"key": "ok", "containers": ()}, "non-empty list"),
-    ],
-)
-def test_invalid_secret_declarations_fail_when_written(kwargs: dict[str, object], reason: str) -> None:
-    with pytest.raises(ValueError, match=reason):
-        Secret(**kwargs)  # type: ignore[arg-type]
+@given(requested=valid_keys, data=st.data())
+def test_in_a_pod_only_the_requested_key_is_found_whatever_its_lookalikes(
+    requested: str, data: st.DataObject
+) -> None:
+    lookalikes = [
+        requested.upper(),
+        requested.lower(),
+        requested.replace("_", "."),
+        requested.replace("-", "_"),
+    ]
+    other = data.draw(st.sampled_from(lookalikes) | valid_keys)
+    name = naming.default_env_var(requested)
+    pod = Secrets({naming.ENV_VARS_ENV: json.dumps({requested: name}), name: VALUE})
+    assert pod.get(key=requested) == VALUE
+    if other != requested:
+        with pytest.raises(SecretNotFoundError):
+            pod.get(key=other)
 
 
 def test_taskrun_manifest_shape() -> None:
@@ -232,20 +254,20 @@ def test_taskrun_manifest_shape() -> None:
 
 
 def test_taskrun_manifest_refuses_a_key_requested_twice() -> None:
-    with pytest.raises(ValueError, match="'k' is requested twice"):
+    with pytest.raises(RequestError, match=r"secrets\[1\] requests key 'k' again \(first at secrets\[0\]\)"):
         taskrun_manifest("t", "ns", {"spec": {}}, [Secret(key="k"), Secret(key="k", env_var="OTHER")])
 
 
-def test_the_sdk_imports_only_the_stdlib_and_naming() -> None:
-    tree = ast.parse(Path(sesame.sdk.__file__).read_text())
+@pytest.mark.parametrize("module", sesame.SDK_MODULES)
+def test_every_sdk_module_imports_only_the_stdlib_and_other_sdk_modules(module: str) -> None:
+    """What a task image or `sesame run --remote` ships must run on a bare Python 3."""
+    tree = ast.parse((Path(sesame.__file__).parent / f"{module}.py").read_text())
     modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "sesame":
-                modules |= {f"sesame.{alias.name}" for alias in node.names}
-            else:
-                modules.add(node.module)
-    outside = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"}
-    assert outside == {"sesame.naming"}
+            modules.add(node.module)
+    sdk = {f"sesame.{name}" for name in sesame.SDK_MODULES} | {"sesame"}
+    outside = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names and m not in sdk}
+    assert outside == set()

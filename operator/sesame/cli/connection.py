@@ -72,7 +72,7 @@ def connect(kubeconfig: str | None, context: str | None, timeout: float) -> Conn
     return Connection(api=client.ApiClient(configuration), host=str(configuration.host), timeout=timeout)
 
 
-def _status_message(error: ApiException) -> str:
+def status_message(error: ApiException) -> str:
     """The `message` of the Status the API server sent, on one line."""
     message = ""
     try:
@@ -100,7 +100,7 @@ def status_kind(error: ApiException) -> str | None:
 def raise_api_error(error: ApiException, verb: str, resource: str, namespace: str) -> NoReturn:
     """Translate an HTTP failure that the caller did not handle itself."""
     what = f"{verb} {resource} in namespace {namespace!r}"
-    server = _status_message(error)
+    server = status_message(error)
     if error.status == 403:
         raise CliError(ExitCode.PERMISSION_DENIED, f"permission denied: cannot {what} (server: {server})")
     if error.status == 401:

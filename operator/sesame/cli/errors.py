@@ -21,6 +21,14 @@ class ExitCode(enum.IntEnum):
     CONFIG = 12
     PERMISSION_DENIED = 13
     UNAUTHORIZED = 14
+    VALUE_REFUSED = 15
+    NOT_INSTALLED = 16
+    NOT_A_TASK = 17  # sesame run
+    TASK_LOAD_FAILED = 18
+    CODE_TOO_LARGE = 19
+    SECRET_MISSING = 20
+    TASK_FAILED = 21
+    TASK_RETURNED_SECRET = 65  # = sesame.runner.EXIT_RETURNED_SECRET, the pod's code for it
     INTERRUPTED = 130
 
 
@@ -32,15 +40,27 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.ALREADY_EXISTS: "create: the secret already exists (use update)",
     ExitCode.NOT_FOUND: "get/update/delete: no such secret",
     ExitCode.INVALID_KEY: "the secret name (key) is not valid",
-    ExitCode.KEY_CLASH: "another key (or a Secret not managed by sesame) already uses the object name",
+    ExitCode.KEY_CLASH: "another stored key maps to the same Secret or env var name, or a Secret not "
+    "managed by sesame has the name",
     ExitCode.TOO_LARGE: "the value is over Kubernetes' 1 MiB limit",
     ExitCode.FILE_UNREADABLE: "the -f file cannot be read",
-    ExitCode.EMPTY_VALUE: "the value is empty",
+    ExitCode.EMPTY_VALUE: "the value is empty or only whitespace",
     ExitCode.UNREACHABLE: "the cluster cannot be reached (connection refused, timeout, TLS)",
     ExitCode.CONFIG: "no usable kubeconfig or context",
     ExitCode.PERMISSION_DENIED: "the API server refused the request (403 Forbidden)",
     ExitCode.UNAUTHORIZED: "the API server did not accept the credentials (401)",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.VALUE_REFUSED: "the prompt refused the value (several lines, a line the terminal may have "
+    "cut, no way to hide typing): use -f FILE or stdin",
+    ExitCode.NOT_INSTALLED: "a part of Sesame is not installed: the message names the pip extra",
+    ExitCode.NOT_A_TASK: "run: TASK is not a @sesame.task in FILE",
+    ExitCode.TASK_LOAD_FAILED: "run: FILE cannot be imported (the message names the error and line)",
+    ExitCode.CODE_TOO_LARGE: "run --remote: FILE and the SDK are over the 1 MiB a ConfigMap holds",
+    ExitCode.SECRET_MISSING: "run: a requested secret is missing (locally: not set; --remote with "
+    "--no-wait-for-secrets: not stored)",
+    ExitCode.TASK_FAILED: "run --remote: the run failed without an exit code of its own (e.g. its pod "
+    "was deleted)",
+    ExitCode.TASK_RETURNED_SECRET: "run: the task returned a secret's value (not printed)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C; run --remote: the run goes on)",
 }
 
 

@@ -8,17 +8,18 @@ prompt without echo, from stdin or from a file, and only ever sent to the API se
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sesame import naming
 from sesame.cli.errors import CliError, ExitCode, exit_code_table
+from sesame.cli.values import ValueSource
 
 if TYPE_CHECKING:
     from sesame.cli.store import Target
@@ -38,9 +39,27 @@ def _prog() -> str:
 # -- argument parsing ---------------------------------------------------------------------------
 
 
-def _common_options() -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """Usage errors in the shape of every other error: one line, `error: …`, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _seconds(text: str) -> float:
+    """A timeout: a positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
+def _common_options() -> Parser:
     """Options every command takes, before or after the verb (SUPPRESS: the last one given wins)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     where = common.add_argument_group("where the secret lives")
     where.add_argument("--project", default=argparse.SUPPRESS, help="project of the secret")
     where.add_argument("--domain", default=argparse.SUPPRESS, help="domain of the secret (e.g. development)")
@@ -66,7 +85,7 @@ def _common_options() -> argparse.ArgumentParser:
     cluster.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context to use")
     cluster.add_argument(
         "--request-timeout",
-        type=float,
+        type=_seconds,
         default=argparse.SUPPRESS,
         metavar="SECONDS",
         help=f"give up on an API request after this long (default {DEFAULT_TIMEOUT:g})",
@@ -104,12 +123,25 @@ TOP_EXAMPLES = """examples:
 The namespace is the template {{project}}-{{domain}}, lower-cased with '_' turned into '-'
 (my_project + development -> my-project-development), unless --namespace is given."""
 
+VALUES = """Where the value comes from, in this order:
+  -f FILE   the file, byte for byte (binary is fine).
+  stdin     when stdin is not a terminal: all of it, exactly as read. A single line that
+            ends in a newline (what `echo` writes) keeps the newline, with a warning on
+            stderr; printf '%s' leaves it out.
+  a prompt  when stdin is a terminal: one line, never echoed. Refused (exit 15), so that
+            nothing is stored that you did not see whole: a paste of more than one line, a
+            line of 4095 characters or more (the terminal may have cut it), a terminal that
+            cannot hide typing. Put such values in a file or pipe them. Ctrl-D stores nothing.
+An empty value, or one that is only whitespace, is refused (exit 10).
+The namespace is checked before the value is asked for."""
+
 DESCRIPTIONS = {
-    "create": "Store a new secret. The value comes from -f FILE (byte for byte), from a prompt without "
-    "echo when stdin is a terminal, or else from all of stdin (exactly as read).",
-    "get": "List secrets, or show one: names, source (value or file) and dates. Never the value. "
+    "create": "Store a new secret. A key may not share its Secret name (lower-case, '_' -> '-') or\n"
+    "its env var name (SESAME_SECRET_ + upper-case, other characters -> '_') with a stored key:\n"
+    "my.secret and my_secret cannot coexist (exit 7, naming the stored key).\n\n" + VALUES,
+    "get": "List secrets, or show one: names, source (value or file) and dates. Never the value.\n"
     "Only Secrets labelled app.kubernetes.io/managed-by=sesame are shown.",
-    "update": "Replace the value of an existing secret (prompt, stdin or -f FILE, as for create).",
+    "update": "Replace the value of an existing secret.\n\n" + VALUES,
     "delete": "Delete a secret.",
 }
 
@@ -118,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     prog = _prog()
     common = _common_options()
     formatter = argparse.RawDescriptionHelpFormatter
-    top = argparse.ArgumentParser(
+    top = Parser(
         prog=prog,
         description="Store the secrets that Sesame delivers to task pods, per project and domain.",
         epilog=TOP_EXAMPLES.format(prog=prog) + "\n\n" + exit_code_table(),
@@ -165,14 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="FILE",
                 help="read the value from FILE, byte for byte (binary is fine)",
             )
+    from sesame.cli import run as run_command  # `sesame run` (issue 13): its own module
+
+    run_command.add_parser(verbs, common, prog)
     return top
 
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    from sesame.entrypoint import DISTRIBUTION
+
     try:
-        return version("sesame")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "unknown"
 
@@ -185,6 +222,14 @@ def resolve_target(args: argparse.Namespace) -> Target:
 
     namespace = getattr(args, "namespace", None)
     if namespace:
+        derived = [flag for flag in ("project", "domain", "namespace_template") if hasattr(args, flag)]
+        if derived:
+            flags = " and ".join(f"--{flag.replace('_', '-')}" for flag in derived)
+            raise CliError(
+                ExitCode.USAGE,
+                f"--namespace {namespace} conflicts with {flags}: give either --namespace, "
+                "or --project and --domain",
+            )
         if len(namespace) > naming.MAX_LABEL_LENGTH or not _DNS_LABEL.fullmatch(namespace):
             raise CliError(
                 ExitCode.USAGE,
@@ -213,47 +258,6 @@ def resolve_target(args: argparse.Namespace) -> Target:
 
 
 # -- values -------------------------------------------------------------------------------------
-
-
-class ValueSource:
-    """Reads the value once, when the command is ready for it, and remembers it only so that
-    error messages can be scrubbed of it."""
-
-    def __init__(self, file: str | None, prompt: str, stdin: BinaryIO, stdin_is_tty: bool) -> None:
-        self.file = file
-        self.prompt = prompt
-        self.stdin = stdin
-        self.stdin_is_tty = stdin_is_tty
-        self.value: bytes | None = None
-
-    def __call__(self) -> tuple[bytes, str]:
-        limit = naming.MAX_SECRET_BYTES
-        if self.file is not None:
-            try:
-                with open(self.file, "rb") as handle:
-                    value = handle.read(limit + 1)
-            except OSError as error:
-                reason = (error.strerror or type(error).__name__).lower()
-                raise CliError(ExitCode.FILE_UNREADABLE, f"cannot read {self.file}: {reason}") from None
-            source, where = "file", f"file {self.file}"
-        elif self.stdin_is_tty:
-            try:
-                value = getpass.getpass(self.prompt).encode("utf-8", "surrogateescape")
-            except EOFError:
-                value = b""
-            source, where = "value", "the value typed"
-        else:
-            value = self.stdin.read(limit + 1)
-            source, where = "value", "stdin"
-        self.value = value
-        if len(value) > limit:
-            raise CliError(
-                ExitCode.TOO_LARGE,
-                f"{where} is over {limit} bytes (1 MiB), the most a Kubernetes Secret can hold",
-            )
-        if not value:
-            raise CliError(ExitCode.EMPTY_VALUE, f"{where} is empty; a secret needs a value")
-        return value, source
 
 
 def scrub(message: str, value: bytes | None) -> str:
@@ -296,6 +300,10 @@ def render(infos: Sequence[Any], output: str, single: bool) -> str:
 
 
 def run(args: argparse.Namespace, values: ValueSource | None) -> int:
+    if args.verb == "run":
+        from sesame.cli import run as run_command
+
+        return run_command.main(args)
     from sesame.cli.connection import connect
     from sesame.cli.store import SecretStore
 
@@ -359,6 +367,8 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:  # `sesame get secret | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(ExitCode.OK)
+    except ModuleNotFoundError:
+        raise  # the entry point says which extra to install
     except Exception as error:  # a bug or an unexpected library failure: still one line, no value
         typed = values.value if values is not None else None
         detail = scrub(str(error).splitlines()[0] if str(error) else "", typed)

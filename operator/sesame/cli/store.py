@@ -1,6 +1,7 @@
-"""Sesame secrets as Kubernetes Secrets (DESIGN §1): one Secret per key, named by the key's DNS
-form, labelled `app.kubernetes.io/managed-by: sesame`, annotated `sesame.dev/key: KEY`, value in
-the data entry KEY. Values go in and never come out of this module except to the API server."""
+"""Sesame secrets as Kubernetes Secrets (docs/design.md §1): one Secret per key, named by the key's
+DNS form, labelled `app.kubernetes.io/managed-by: sesame`, annotated `sesame.dev/key: KEY`, value in
+the data entry KEY. One key, one secret: no two keys of a namespace share a Secret name or a default
+env var name. Values go in and never come out of this module except to the API server."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sesame import naming
-from sesame.cli.connection import Connection, raise_api_error, status_kind, unreachable
+from sesame.cli.connection import Connection, raise_api_error, status_kind, status_message, unreachable
 from sesame.cli.errors import CliError, ExitCode
 
 SOURCE_ANNOTATION = f"{naming.API_GROUP}/source"  # "value" (prompt or stdin) or "file" (-f)
@@ -139,16 +140,15 @@ class SecretStore:
             return None
         return secret
 
-    def _read_existing(self, key: str, name: str) -> client.V1Secret:
-        """The Secret holding `key`; NotFound / NamespaceNotFound / KeyClash otherwise."""
+    def _read_existing(self, key: str, name: str, hint: str) -> client.V1Secret:
+        """The Secret holding `key`; NotFound (ending with `hint`) / NamespaceNotFound / KeyClash."""
         secret = self._read(name)
         if secret is None:
             if self._namespace_missing():
                 self._no_namespace()
             raise CliError(
                 ExitCode.NOT_FOUND,
-                f"secret {key!r} not found in namespace {self.namespace!r} ({self.target.origin}); "
-                f"create it with `sesame create secret --namespace {self.namespace} {key}`",
+                f"secret {key!r} not found in namespace {self.namespace!r} ({self.target.origin}); {hint}",
             )
         self._check_owner(secret, key)
         return secret
@@ -188,10 +188,13 @@ class SecretStore:
 
     def create(self, key: str, read_value: ValueReader) -> SecretInfo:
         name = object_name(key)
-        # Say "exists" or "no namespace" before asking for a value, when we may look.
+        # Everything that can refuse the key is said before the value is asked for.
         existing = self._read(name, forbidden_ok=True)
         if existing is not None:
             self._refuse_existing(existing, key)
+        if self._namespace_missing():
+            self._no_namespace()
+        self._refuse_clash(key)
         value, source = read_value()
         body = client.V1Secret(
             api_version="v1",
@@ -226,6 +229,37 @@ class SecretStore:
             raise_api_error(error, "create", "secrets", self.namespace)
         return self._info(created)
 
+    def _refuse_clash(self, key: str) -> None:
+        """KEY_CLASH when a stored key maps to the same Secret name or default env var name.
+        Needs `list secrets`: without it the check cannot be made, and create refuses."""
+        try:
+            secrets: client.V1SecretList = self._call(
+                "list",
+                "secrets",
+                (403,),
+                lambda: self.core.list_namespaced_secret(
+                    self.namespace,
+                    label_selector=MANAGED_SELECTOR,
+                    _request_timeout=self.connection.request_timeout,
+                ),
+            )
+        except ApiException as error:
+            raise CliError(
+                ExitCode.PERMISSION_DENIED,
+                f"permission denied: cannot list secrets in namespace {self.namespace!r}, which create "
+                "needs to check that no stored key maps to the same Secret or env var name "
+                f"(server: {status_message(error)})",
+            ) from None
+        stored = [self._info(secret).key for secret in secrets.items]
+        clash = naming.clashing_key(key, stored)
+        if clash is not None:
+            first, shared = clash
+            raise CliError(
+                ExitCode.KEY_CLASH,
+                f"secret {key!r} clashes with existing secret {first!r}: both map to {shared} in namespace "
+                f"{self.namespace!r}; use {first!r} or choose another name",
+            )
+
     def _refuse_existing(self, secret: client.V1Secret, key: str) -> NoReturn:
         self._check_owner(secret, key)  # KEY_CLASH when another key or another tool owns the name
         raise CliError(
@@ -236,7 +270,8 @@ class SecretStore:
 
     def update(self, key: str, read_value: ValueReader) -> SecretInfo:
         name = object_name(key)
-        secret = self._read_existing(key, name)
+        hint = f"create it with `sesame create secret --namespace {self.namespace} {key}`"
+        secret = self._read_existing(key, name, hint)
         value, source = read_value()
         data = dict(secret.data or {})
         data[key] = base64.b64encode(value).decode("ascii")
@@ -271,7 +306,8 @@ class SecretStore:
 
     def delete(self, key: str) -> None:
         name = object_name(key)
-        secret = self._read_existing(key, name)
+        hint = f"nothing to delete; list the secrets with `sesame get secret --namespace {self.namespace}`"
+        secret = self._read_existing(key, name, hint)
         options = client.V1DeleteOptions(
             preconditions=client.V1Preconditions(
                 uid=_meta(secret).uid, resource_version=_meta(secret).resource_version
