@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 binaries:
-	bash tools/build-controlplane.sh
+	bash tools/build-binaries.sh
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests tools bench

@@ -198,6 +198,14 @@ def write_pki(pki: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     }
+    # A CA of its own for the one client certificate the API server shows admission webhooks:
+    # a webhook that trusts it (SESAME_WEBHOOK_CLIENT_CA) answers the API server and nobody else.
+    webhook_ca_key = _key()
+    webhook_ca = _cert(_name("sesame-local-webhook-client-ca"), webhook_ca_key, None, ca=True)
+    files["webhook-client-ca.crt"] = _pem(webhook_ca)
+    files.update(
+        _issue("apiserver-webhook-client", _name("kube-apiserver"), (webhook_ca, webhook_ca_key), client=True)
+    )
     _write(pki, files)
 
 
@@ -376,6 +384,36 @@ class LocalControlPlane:
         path.write_text(json.dumps(config, indent=2))
         return path
 
+    def _admission_config(self) -> Path:
+        """The API server presents its webhook client certificate to every admission webhook."""
+        credentials = self.state_dir / "webhook-credentials.kubeconfig"
+        user = {
+            "client-certificate": str(self.pki / "apiserver-webhook-client.crt"),
+            "client-key": str(self.pki / "apiserver-webhook-client.key"),
+        }
+        credentials.write_text(
+            json.dumps({"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]})
+        )
+        webhook = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(credentials),
+        }
+        path = self.state_dir / "admission.yaml"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "apiserver.config.k8s.io/v1",
+                    "kind": "AdmissionConfiguration",
+                    "plugins": [
+                        {"name": "MutatingAdmissionWebhook", "configuration": webhook},
+                        {"name": "ValidatingAdmissionWebhook", "configuration": webhook},
+                    ],
+                }
+            )
+        )
+        return path
+
     def start_apiserver(self) -> None:
         pki = self.pki
         node_flags = []
@@ -405,6 +443,7 @@ class LocalControlPlane:
                 "--allow-privileged=true",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
+                f"--admission-control-config-file={self._admission_config()}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",

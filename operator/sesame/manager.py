@@ -8,6 +8,7 @@ configuration is one `OperatorConfig` (sesame.config), handed over in Kopf's mem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -84,6 +85,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         start_http_server(config.metrics_port, addr=config.metrics_addr)
         _metrics_ports.add(config.metrics_port)
         logger.info("metrics on %s:%d/metrics", config.metrics_addr, config.metrics_port)
+
+
+@kopf.on.probe(id="controller")
+def controller_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
+    """Liveness: every reconcile worker is alive (a dead one would strand its share of the queue)."""
+    controller = memo.get(watches.CONTROLLER_MEMO_KEY)
+    if not isinstance(controller, Controller):
+        return {"workers": 0}
+    dead = [worker.get_name() for worker in controller.workers if worker.done()]
+    if dead:
+        raise kopf.PermanentError(f"reconcile workers stopped: {', '.join(dead)}")
+    return {"workers": len(controller.workers), "queued": len(controller.queue)}
+
+
+@kopf.on.probe(id="webhook")
+async def webhook_probe(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness: the admission webhook accepts connections (else every labelled pod is refused)."""
+    options = config_of(memo).webhook
+    if not options.enabled:
+        return "off"
+    host = "127.0.0.1" if options.addr in ("0.0.0.0", "::") else options.addr  # noqa: S104
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, options.port), 2.0)
+    except (OSError, TimeoutError) as error:
+        raise kopf.PermanentError(f"webhook server on {host}:{options.port} unreachable: {error}") from None
+    writer.close()
+    return "listening"
 
 
 @kopf.on.cleanup()

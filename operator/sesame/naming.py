@@ -132,20 +132,84 @@ def secret_file_path(key: str) -> str:
     return f"{SECRETS_DIR}/{key}"
 
 
-def namespace_for(project: str, domain: str, template: str = DEFAULT_NAMESPACE_TEMPLATE) -> str:
-    """The namespace of a project and domain: the template, lower-cased, with `_` → `-`."""
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# Set to 1 to allow a template with only one of {project} and {domain} (several of either then
+# share one namespace); without it such a template is refused.
+NAMESPACE_TEMPLATE_PARTIAL_ENV = "SESAME_NAMESPACE_TEMPLATE_PARTIAL"
+_ALNUM = re.compile(r"[a-z0-9]+")
+
+
+def _normalised(value: str) -> str:
+    return value.lower().replace("_", "-")
+
+
+def template_problem(template: str, allow_partial: bool = False) -> str | None:
+    """Why `template` cannot name namespaces one-to-one, or None.
+
+    One project and domain must give one namespace and one namespace one project and domain:
+    both placeholders appear once, with literal text between them that ends (or, domain first,
+    starts) with a character other than a letter or digit; domains are letters and digits only
+    (see `namespace_for`), so the split is never in doubt. A template that could name a system
+    namespace (`kube-…`) is refused.
+    """
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        parts = [("", "?", "", None)]
+    fields = [field for _, field, _, _ in parts if field is not None]
+    if any(field not in ("project", "domain") for field in fields):
+        return f"namespace template {template!r} is invalid: use only {{project}} and {{domain}}, each once"
+    if sorted(fields) != ["domain", "project"]:
+        if allow_partial and len(fields) == 1:
+            return None
+        return (
+            f"namespace template {template!r} must contain {{project}} and {{domain}} once each (a template "
+            f"without one puts several of them in one namespace; set {NAMESPACE_TEMPLATE_PARTIAL_ENV}=1 to "
+            "allow that on purpose)"
+        )
+    literals = [literal for literal, _, _, _ in parts]
+    between = literals[1]
+    domain_first = fields[0] == "domain"
+    edge = between[:1] if domain_first else between[-1:]
+    if not edge or edge.isalnum():
+        return (
+            f"namespace template {template!r} needs a separator such as '-' between {{project}} and "
+            "{domain}: without one, two different projects could give the same namespace"
+        )
+    if _normalised(literals[0]).startswith("kube-"):
+        return f"namespace template {template!r} could name a system namespace (kube-…); choose another prefix"
+    return None
+
+
+def namespace_for(
+    project: str, domain: str, template: str = DEFAULT_NAMESPACE_TEMPLATE, allow_partial: bool = False
+) -> str:
+    """The namespace of a project and domain: the template, lower-cased, with `_` → `-`.
+
+    Project and domain names are compared the same way (`My_Project` and `my-project` are one
+    project); a domain is letters and digits only, so that no two pairs share a namespace.
+    """
     if not project or not domain:
         raise NamingError("both --project and --domain are needed (or give --namespace)")
-    try:
-        raw = template.format(project=project, domain=domain)
-    except (KeyError, IndexError, ValueError) as error:
+    problem = template_problem(template, allow_partial)
+    if problem:
+        raise NamingError(problem)
+    if "{domain}" in template and not _ALNUM.fullmatch(_normalised(domain)):
         raise NamingError(
-            f"namespace template {template!r} is invalid: use only {{project}} and {{domain}}"
-        ) from error
-    name = raw.lower().replace("_", "-")
+            f"domain {domain!r} may only contain letters and digits (e.g. development, staging2): with "
+            "'-' or '_' in a domain, two projects and domains could share one namespace"
+        )
+    name = _normalised(template.format(project=project, domain=domain))
     if len(name) > MAX_LABEL_LENGTH or not _DNS_LABEL.fullmatch(name):
         raise NamingError(
             f"project {project!r} and domain {domain!r} give namespace {name!r} (template {template!r}), "
             "which is not a valid namespace name (lower-case letters, digits and '-', at most 63)"
+        )
+    if name in RESERVED_NAMESPACES or name.startswith("kube-"):
+        raise NamingError(
+            f"project {project!r} and domain {domain!r} give namespace {name!r}, which belongs to the "
+            "cluster itself; choose another project"
         )
     return name

@@ -12,6 +12,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+import localnode
+from tests.support import host
 from tests.support.cluster import ROOT, Cluster, eventually
 
 
@@ -116,33 +118,46 @@ def test_service_account_tokens_authenticate(cluster: Cluster, namespace: str) -
     assert review.status.user_info.username == f"system:serviceaccount:{namespace}:robot"
 
 
-def test_make_cluster_lifecycle_says_what_it_does(tmp_path: Path) -> None:
-    """`make cluster` twice and `make cluster-down` twice; nothing is left listening."""
+def test_make_cluster_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`make cluster` twice and `make cluster-down` twice: the node is Ready when `up` returns, and
+    after `down` no process, mount, cgroup, network change or kernel setting of it is left."""
     tool = [sys.executable, str(ROOT / "tools/localcluster.py")]
     state = ["--state", str(tmp_path / "state")]
-    up = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=180)
+    before = host.capture()
+    up = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
-    server = json.loads((tmp_path / "state/pids.json").read_text())["server"]
-    port = int(server.rsplit(":", 1)[1])
+    assert "node sesame-node (Ready)" in up.stdout
+    record = json.loads((tmp_path / "state/pids.json").read_text())
+    port = int(record["server"].rsplit(":", 1)[1])
+    namespaces = [
+        host.pid_namespace_of(init)
+        for unshare in localnode.children(record["pids"]["node"])
+        for init in localnode.children(unshare)
+    ]
+    ours = host.Ours(str(tmp_path / "state"), record["cgroup_root"], namespaces[0] if namespaces else None)
+    assert ours.pid_namespace, "the node's init was not found"
     try:
         again = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=60)
         assert again.returncode == 0
         assert "already running" in again.stdout
         assert (tmp_path / "state/bin/kubectl").exists()
-        ns = subprocess.run(
-            [str(tmp_path / "state/bin/kubectl"), "get", "ns", "default"],
+        nodes = subprocess.run(
+            [str(tmp_path / "state/bin/kubectl"), "get", "nodes", "-o", "name"],
             capture_output=True,
             text=True,
             env={"KUBECONFIG": str(tmp_path / "state/kubeconfig")},
             timeout=60,
         )
-        assert ns.returncode == 0, ns.stderr
+        assert nodes.stdout.split() == ["node/sesame-node"], nodes.stderr
     finally:
-        down = subprocess.run([*tool, "down", *state], capture_output=True, text=True, timeout=120)
-    assert down.returncode == 0
+        down = subprocess.run([*tool, "down", *state], capture_output=True, text=True, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert "stopped node" in down.stdout
     assert "stopped kube-apiserver" in down.stdout
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "kube-apiserver still listening"
+    assert host.changes(before, host.capture(), ours) == []
+    assert list((tmp_path / "state").iterdir()) == []
     twice = subprocess.run([*tool, "down", *state], capture_output=True, text=True, timeout=60)
     assert twice.returncode == 0
     assert "not running" in twice.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -181,6 +182,24 @@ def install_crds(api: client.ApiClient) -> None:
     localcluster.install_crds(api, CRD)
 
 
+POLICY_RELEASE = "sesame-session"  # Helm releases of the tests use other names
+
+
+def install_admission_policies(bin_dir: Path, kubeconfig: Path) -> None:
+    """The chart's ValidatingAdmissionPolicies, on in every install by default, so on here too."""
+    rendered = subprocess.run(
+        [str(bin_dir / "helm"), "template", POLICY_RELEASE, str(ROOT / "charts" / "sesame"),
+         "--kube-version", "1.34.4", "--set", "networkPolicy.enabled=false",
+         "--show-only", "templates/admission-policies.yaml"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    subprocess.run(
+        [str(bin_dir / "kubectl"), "apply", "--server-side", "-f", "-"],
+        input=rendered, capture_output=True, text=True, check=True,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
 def start_cluster() -> Iterator[Cluster]:
     """The session's cluster. One the session starts itself must leave the host as it found it:
@@ -211,6 +230,7 @@ def start_cluster() -> Iterator[Cluster]:
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
         install_crds(api)
+        install_admission_policies(bin_dir, kubeconfig)
         yield Cluster(kubeconfig=kubeconfig, bin_dir=bin_dir, api=api, plane=plane)
     finally:
         api.close()

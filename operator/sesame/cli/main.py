@@ -248,7 +248,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if not project or not domain:
         raise CliError(ExitCode.USAGE, "give --project and --domain (or --namespace)")
     try:
-        namespace = naming.namespace_for(project, domain, template)
+        partial = os.environ.get(naming.NAMESPACE_TEMPLATE_PARTIAL_ENV) == "1"
+        namespace = naming.namespace_for(project, domain, template, allow_partial=partial)
     except naming.NamingError as error:
         raise CliError(ExitCode.USAGE, str(error)) from None
     origin = f"from --project {project} --domain {domain} with template {template}"

@@ -16,10 +16,12 @@ and a rotation makes a new CA (sesame.webhook.server puts it into the webhook co
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -224,6 +226,20 @@ def write(directory: Path, bundle: Bundle) -> None:
     _write_atomically(directory / KEY_FILE, bundle.key_pem, 0o600)
     _write_atomically(directory / CERT_FILE, bundle.cert_pem, 0o644)
     _write_atomically(directory / CA_FILE, bundle.ca_pem, 0o644)
+
+
+def ensure_private(directory: Path) -> None:
+    """The default directory lives in a shared temp dir: make it 0700, and refuse one that someone
+    else made first or that others may read (its key would serve the webhook)."""
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise CertificateError(
+            f"{directory} is not a private directory of this user (owner uid {info.st_uid}, mode "
+            f"{stat.S_IMODE(info.st_mode):o}): remove it, or set SESAME_WEBHOOK_CERT_DIR to a directory only "
+            "you can read"
+        )
 
 
 def ensure(

@@ -13,6 +13,10 @@ Pure (no I/O), so the rules are unit-tested:
   SESAME_WEBHOOK_NAMESPACES    optional comma-separated namespaces: only these are ever sent to the webhook
   SESAME_WEBHOOK_CERT_VALIDITY_SECONDS  lifetime of a generated certificate (default one year); it is
                                replaced in the running operator when a third of it is left
+  SESAME_WEBHOOK_CLIENT_CA     a CA file: only clients with a certificate it signed may call the webhook
+                               (the API server, configured to present one: its AdmissionConfiguration
+                               kubeConfigFile). Unset: any client that reaches the port may, so the
+                               chart's NetworkPolicy is what keeps others out.
   SESAME_NAMESPACE / POD_NAMESPACE   Sesame's own namespace, never sent to the webhook
 """
 
@@ -63,13 +67,19 @@ class WebhookOptions:
     port: int = DEFAULT_PORT
     addr: str = "127.0.0.1"
     host: str = "127.0.0.1"
-    cert_dir: Path = Path(tempfile.gettempdir()) / "sesame-webhook"
+    cert_dir: Path = Path(tempfile.gettempdir()) / f"sesame-webhook-{os.geteuid()}"
     service: ServiceRef | None = None
     timeout_seconds: int = DEFAULT_TIMEOUT
     config_name: str = DEFAULT_CONFIG_NAME
     own_namespace: str | None = None
     only_namespaces: tuple[str, ...] = ()
     cert_validity_seconds: int = DEFAULT_CERT_VALIDITY
+    client_ca: Path | None = None
+
+    @property
+    def default_cert_dir(self) -> bool:
+        """The shared temp location: it must be this user's own, private directory."""
+        return self.cert_dir == WebhookOptions.cert_dir
 
     @property
     def enabled(self) -> bool:
@@ -175,7 +185,12 @@ def from_env(env: Mapping[str, str] | None = None) -> WebhookOptions:
         raise OptionsError(
             f"SESAME_WEBHOOK_CERT_VALIDITY_SECONDS={validity} must be at least {MIN_CERT_VALIDITY} seconds"
         )
+    client_ca_raw = (env.get("SESAME_WEBHOOK_CLIENT_CA") or "").strip()
+    client_ca = Path(client_ca_raw) if client_ca_raw else None
+    if client_ca is not None and not client_ca.is_file():
+        raise OptionsError(f"SESAME_WEBHOOK_CLIENT_CA={client_ca_raw!r} is not a readable file")
     return WebhookOptions(
+        client_ca=client_ca,
         mode=mode,
         port=port,
         addr=addr,

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import datetime
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,6 +72,9 @@ class SesameWebhookServer(kopf.WebhookServer):
             # Kopf serves anew when the files change: cert-manager's renewals (checked every
             # minute, Kopf's default), and Sesame's own (written by `_rotate`).
             file_check_interval=min(FILE_CHECK_SECONDS, options.cert_check_seconds),
+            # Mutual TLS when a client CA is given: only the API server holds a certificate it signed.
+            verify_mode=ssl.CERT_REQUIRED if options.client_ca else None,
+            verify_cafile=str(options.client_ca) if options.client_ca else None,
         )
         self.options = options
         self.files = files
@@ -156,6 +160,8 @@ def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, options:
         settings.admission.server = NoWebhookServer()
         return
     try:
+        if options.default_cert_dir:
+            certificates.ensure_private(options.cert_dir)
         files = certificates.ensure(
             options.cert_dir,
             options.certificate_hosts,
