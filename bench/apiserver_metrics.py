@@ -12,6 +12,9 @@ from collections import Counter
 from typing import NamedTuple
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sesame.kube.rest import JsonApi
 
 _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -26,11 +29,12 @@ class Key(NamedTuple):
 
 
 def scrape(api: client.ApiClient) -> Counter[Key]:
-    method, url, headers, _, _ = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
-    response = api.rest_client.pool_manager.request(method, url, headers=headers, timeout=30)
-    if response.status != 200:
-        raise RuntimeError(f"GET /metrics: HTTP {response.status} (the kubeconfig's user may not read it)")
-    text = response.data.decode()
+    try:
+        text = JsonApi(api).raw("GET", "/metrics", accept="text/plain").decode()
+    except ApiException as error:
+        raise RuntimeError(
+            f"GET /metrics: HTTP {error.status} (the kubeconfig's user may not read it)"
+        ) from None
     counts: Counter[Key] = Counter()
     for line in text.splitlines():
         match = _SAMPLE.match(line)

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from bench.rest import Rest
+from sesame.kube.rest import JsonApi as Rest
 
 CONCURRENCY = 16  # the same for the floor and the TaskRun burst
 

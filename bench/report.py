@@ -75,7 +75,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     floor, burst = results.get("floor") or {}, results.get("burst") or {}
     sustained = results.get("sustained") or {}
     floor_lat = floor.get("create_to_pod") or {}
+    operator_floor = results.get("operator_floor") or {}
     return {
+        "burst_all_pods_vs_operator_floor": ratio(burst.get("all_pods_s"), operator_floor.get("all_pods_s")),
+        "operator_floor_vs_floor": ratio(operator_floor.get("all_pods_s"), floor.get("all_pods_s")),
         "burst_all_pods_vs_floor": ratio(burst.get("all_pods_s"), floor.get("all_pods_s")),
         "burst_p50_vs_floor": ratio((burst.get("create_to_pod") or {}).get("p50"), floor_lat.get("p50")),
         "burst_p99_vs_floor": ratio((burst.get("create_to_pod") or {}).get("p99"), floor_lat.get("p99")),
@@ -129,10 +132,17 @@ def table(results: dict[str, Any]) -> str:
         (f"floor: {n} pods, pre-injected", "all pods visible", _s(floor.get("all_pods_s")), "1.00×"),
         ("", "create→pod p50 / p90 / p99 / max", _lat(floor.get("create_to_pod")), ""),
         (
+            f"operator floor: {n} × (TaskRun + pod + status) by the client",
+            "all pods visible",
+            _s((results.get("operator_floor") or {}).get("all_pods_s")),
+            f"{_x(r.get('operator_floor_vs_floor'))} the floor",
+        ),
+        (
             f"burst: {n} TaskRuns × 3 Secrets",
             "all TaskRuns have pods",
             _s(burst.get("all_pods_s")),
-            f"{_x(r.get('burst_all_pods_vs_floor'))} ({_met(results, 'burst_vs_floor')})",
+            f"{_x(r.get('burst_all_pods_vs_floor'))} ({_met(results, 'burst_vs_floor')}); "
+            f"{_x(r.get('burst_all_pods_vs_operator_floor'))} the operator floor",
         ),
         (
             "",
@@ -154,6 +164,21 @@ def table(results: dict[str, Any]) -> str:
             "kept up" if sustained.get("kept_up") else "fell behind",
         ),
     ]
+    node = results.get("node") or {}
+    if node.get("skipped"):
+        rows.append(("node", "skipped", node["skipped"], ""))
+    elif node:
+        rows.append(
+            (
+                f"node: {node.get('runs')} trivial tasks, one at a time",
+                "create→pod / container started / Succeeded p50",
+                " / ".join(
+                    _s((node.get(k) or {}).get("p50"))
+                    for k in ("create_to_pod", "create_to_container_started", "create_to_succeeded")
+                ),
+                "the kubelet's real work",
+            )
+        )
     if webhook.get("skipped"):
         rows.append(("webhook", "skipped", webhook["skipped"], ""))
     else:

@@ -48,6 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=load.CONCURRENCY, help="client threads (16)")
     parser.add_argument("--webhook-pairs", type=int, help="labelled + unlabelled creates (default 500)")
+    parser.add_argument("--node-runs", type=int, help="trivial tasks run on the node (default 20)")
     parser.add_argument("--profile", action="store_true", help="py-spy the operator during the burst")
     parser.add_argument("--output", type=Path, default=HERE, help="where results.json and latency.png go")
     args = parser.parse_args(argv)
@@ -56,6 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.rate = args.rate or (10.0 if quick else 50.0)
     args.duration = args.duration or (10.0 if quick else 60.0)
     args.webhook_pairs = args.webhook_pairs or (50 if quick else 500)
+    args.node_runs = args.node_runs or (3 if quick else 20)
     args.skip_scale = args.skip_cost or quick
     return args
 
@@ -119,6 +121,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             phase(results, "floor", f"floor: {args.n} pre-injected pods")
             results["floor"] = scenarios.floor(bench, args.n, args.concurrency)
+            phase(results, "operator_floor", f"operator floor: {args.n} TaskRuns done by the client itself")
+            results["operator_floor"] = scenarios.operator_floor(bench, args.n, args.concurrency)
 
             burst_ns = bench.namespace("burst")
             sustained_ns = bench.namespace("sustained")
@@ -148,6 +152,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cost["operator_cpu_s_total"] = usage.cpu_seconds
             finally:
                 operator.stop()
+
+            if target.node:
+                phase(results, "node", f"node: {args.node_runs} trivial tasks run for real, one at a time")
+                results["node"] = node_part(bench, args.node_runs)
+            else:
+                log("node: skipped, the cluster has no node of the local kind")
+                results["node"] = {"skipped": "no local node"}
 
             missing = scenarios.webhook_missing()
             if missing:
@@ -183,6 +194,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["targets"] = report.targets(results)
     results["_raw"] = raw
     return results
+
+
+def node_part(bench: scenarios.Bench, runs: int) -> dict[str, Any]:
+    namespace = bench.namespace("node")
+    operator = bench.operator(["--namespace", namespace])
+    try:
+        bench.wait_ready(operator, namespace)
+        return scenarios.node_runs(bench, operator, namespace, runs)
+    finally:
+        operator.stop()
 
 
 def webhook_part(bench: scenarios.Bench, pairs: int) -> dict[str, Any]:

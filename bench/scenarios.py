@@ -16,11 +16,18 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from bench import apiserver_metrics, load, rest, workload
+from bench import apiserver_metrics, load, workload
 from bench.operator_process import OperatorProcess, usage
 from bench.stats import slope, summary
 from bench.target import ROOT, Target
 from bench.watch import PodWatch
+from sesame.controller import status
+from sesame.controller.pods import build_pod
+from sesame.injection import deliveries as deliveries_of
+from sesame.kube.rest import JsonApi, pods_path, secrets_path, taskruns_path
+from sesame.requests import parse_requests
+
+NAMESPACES = "/api/v1/namespaces"
 
 READY_TIMEOUT = 240.0  # seconds for an operator to start with the scale part's 10,000 Secrets
 OPERATOR_RESOURCES = frozenset({"pods", "taskruns", "taskruns/status", "events", "secrets"})
@@ -32,21 +39,21 @@ class Bench:
     prefix: str
     log: Callable[[str], None]
     api: client.ApiClient = field(init=False)
-    rest: rest.Rest = field(init=False)
+    rest: JsonApi = field(init=False)
     namespaces: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.api = self.target.api(pool=2 * load.CONCURRENCY)
-        self.rest = rest.Rest(self.api)
+        self.rest = JsonApi(self.api, timeout=60)
 
     def namespace(self, suffix: str, secret_sets: int = 1) -> str:
         """A fresh namespace holding `secret_sets` × the workload's 3 Secrets."""
         name = f"{self.prefix}-{suffix}"
-        self.rest.request("POST", rest.namespaces(), {"metadata": {"name": name}}, parse=False)
+        self.rest.request("POST", NAMESPACES, {"metadata": {"name": name}}, parse=False)
         self.namespaces.append(name)
         for index in range(secret_sets):
             for secret in workload.secrets(secret_keys(index)):
-                self.rest.create(rest.secrets(name), secret)
+                self.rest.create(secrets_path(name), secret)
         return name
 
     def operator(self, scope: list[str], env: dict[str, str] | None = None) -> OperatorProcess:
@@ -58,12 +65,12 @@ class Bench:
         """Until a probe TaskRun in `namespace` has its pod; returns the seconds it took."""
         started = time.monotonic()
         name = f"probe-{int(started * 1000) % 1_000_000}"
-        self.rest.create(rest.taskruns(namespace), workload.taskrun(name))
+        self.rest.create(taskruns_path(namespace), workload.taskrun(name))
         while time.monotonic() - started < timeout:
             if not operator.alive():
                 raise RuntimeError(f"the operator exited early; its log:\n{operator.log_tail()}")
             try:
-                self.rest.request("GET", f"{rest.pods(namespace)}/{name}", parse=False)
+                self.rest.request("GET", f"{pods_path(namespace)}/{name}", parse=False)
                 self.log(f"operator ready: probe TaskRun podded after {time.monotonic() - started:.1f}s")
                 return time.monotonic() - started
             except ApiException as error:
@@ -90,7 +97,7 @@ class Bench:
         """Delete what this run created (the namespace controller does the rest, in the background)."""
         for name in self.namespaces:
             with contextlib.suppress(ApiException):
-                self.rest.request("DELETE", f"{rest.namespaces()}/{name}", parse=False)
+                self.rest.request("DELETE", f"{NAMESPACES}/{name}", parse=False)
 
     def close(self) -> None:
         self.api.close()
@@ -141,7 +148,7 @@ def floor(bench: Bench, n: int, concurrency: int) -> dict[str, Any]:
     namespace = bench.namespace("floor")
     spec = workload.injected_pod_spec(namespace)
     jobs = [
-        load.Job((namespace, f"floor-{i}"), rest.pods(namespace), workload.floor_pod(f"floor-{i}", spec))
+        load.Job((namespace, f"floor-{i}"), pods_path(namespace), workload.floor_pod(f"floor-{i}", spec))
         for i in range(n)
     ]
     plane_before = bench.plane_cpu()
@@ -191,7 +198,7 @@ def taskrun_burst(
 ) -> dict[str, Any]:
     """N TaskRuns created as fast as the client can; create→pod measured on a pod watch."""
     jobs = [
-        load.Job((namespace, f"tr-{i}"), rest.taskruns(namespace), workload.taskrun(f"tr-{i}"))
+        load.Job((namespace, f"tr-{i}"), taskruns_path(namespace), workload.taskrun(f"tr-{i}"))
         for i in range(n)
     ]
     operator.wait_settled()
@@ -225,7 +232,7 @@ def sustained(
     """A fixed rate of TaskRuns; does the operator keep up (pods outstanding over time)?"""
     n = max(1, int(rate * duration))
     jobs = [
-        load.Job((namespace, f"s-{i}"), rest.taskruns(namespace), workload.taskrun(f"s-{i}"))
+        load.Job((namespace, f"s-{i}"), taskruns_path(namespace), workload.taskrun(f"s-{i}"))
         for i in range(n)
     ]
     operator.wait_settled()
@@ -298,7 +305,7 @@ def _mutated(pod: dict[str, Any]) -> bool:
 def webhook(bench: Bench, namespace: str, pairs: int) -> dict[str, Any]:
     """Labelled pods (the webhook injects) vs unlabelled pre-injected pods, alternating, one at a time."""
     spec = workload.injected_pod_spec(namespace)
-    path = rest.pods(namespace)
+    path = pods_path(namespace)
     deadline = time.monotonic() + 60
     attempt = 0
     while True:  # the webhook configuration may take a moment to be registered and served
@@ -353,7 +360,7 @@ def clear(bench: Bench, timeout: float = 300) -> float | None:
     while pending and time.monotonic() - started < timeout:
         for name in list(pending):
             try:
-                bench.rest.request("GET", f"{rest.namespaces()}/{name}", parse=False)
+                bench.rest.request("GET", f"{NAMESPACES}/{name}", parse=False)
             except ApiException as error:
                 if error.status == 404:
                     pending.discard(name)
@@ -383,13 +390,13 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
     with ThreadPoolExecutor(concurrency, thread_name_prefix="scale") as pool:
         list(
             pool.map(
-                lambda name: bench.rest.request("POST", rest.namespaces(), {"metadata": {"name": name}}),
+                lambda name: bench.rest.request("POST", NAMESPACES, {"metadata": {"name": name}}),
                 names,
             )
         )
     bench.namespaces.extend(names)
     secret_jobs = [
-        load.Job((ns, ""), rest.secrets(ns), secret)
+        load.Job((ns, ""), secrets_path(ns), secret)
         for ns in names
         for index in range(sets)
         for secret in workload.secrets(secret_keys(index))
@@ -397,7 +404,7 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
     for ns in names:  # pad to exactly `per_namespace` Secrets per namespace with unrelated ones
         for extra in range(per_namespace - 3 * sets):
             secret_jobs.append(
-                load.Job((ns, ""), rest.secrets(ns), {"metadata": {"name": f"extra-{extra}"}, "data": {}})
+                load.Job((ns, ""), secrets_path(ns), {"metadata": {"name": f"extra-{extra}"}, "data": {}})
             )
     secret_records = load.burst(bench.rest, secret_jobs, concurrency)
     objects_s = time.monotonic() - started
@@ -427,7 +434,7 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
         jobs = [
             load.Job(
                 (ns, f"tr-{i}"),
-                rest.taskruns(ns),
+                taskruns_path(ns),
                 workload.taskrun(f"tr-{i}", secret_keys(i % sets)),
             )
             for i in range(per_namespace)
@@ -459,3 +466,90 @@ def scale(bench: Bench, namespaces: int, per_namespace: int, concurrency: int) -
         }
     finally:
         operator.stop()
+
+
+def operator_floor(bench: Bench, n: int, concurrency: int) -> dict[str, Any]:
+    """What a zero-cost operator would cost: per TaskRun, the client itself creates the TaskRun,
+    its pre-injected pod (owned by it, as Sesame's) and writes its status once. The burst's ratio
+    to this is the honest measure of what the operator adds."""
+    namespace = bench.namespace("opfloor")
+    spec = workload.injected_pod_spec(namespace)
+    deliveries = deliveries_of(parse_requests(workload.secret_requests()))
+    at = status.now()
+
+    def one(index: int) -> load.Sent:
+        record = load.Sent((namespace, f"z-{index}"), time.monotonic(), time.monotonic())
+        try:
+            taskrun = bench.rest.request("POST", taskruns_path(namespace), workload.taskrun(f"z-{index}"))
+            bench.rest.create(pods_path(namespace), build_pod(taskrun, spec, deliveries))
+            situation = status.Situation(
+                "Pending", "PodPending", "the pod is waiting to start",
+                status.Cond(True, "SecretsFound", status.ALL_SECRETS_READY),
+                status.Cond(True, "PodCreated", f"pod 'z-{index}' created"),
+                status.Cond(None, "NotStarted", "the pod is waiting to start"),
+                pod_name=f"z-{index}", deliveries=[d.to_status() for d in deliveries],
+            )  # fmt: skip
+            path = taskruns_path(namespace, f"z-{index}") + "/status"
+            bench.rest.merge_patch(path, {"status": status.build(None, situation, 1, at)})
+        except ApiException as error:
+            record.error = f"HTTP {error.status}"
+        record.done = time.monotonic()
+        return record
+
+    plane_before = bench.plane_cpu()
+    with watching(bench, namespace) as watch:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            records = list(pool.map(one, range(n)))
+        watch.wait_for({r.key for r in records}, timeout=120)
+    bench.log(f"operator floor: {watch.count(namespace)}/{n} pods")
+    return {
+        **_plane_cost(bench, plane_before, n),
+        "n": n,
+        "concurrency": concurrency,
+        "create_to_pod": summary(_latencies(records, watch)),
+        **_timeline(records, watch),
+        "_samples": _latencies(records, watch),
+    }
+
+
+def node_runs(bench: Bench, operator: OperatorProcess, namespace: str, runs: int) -> dict[str, Any]:
+    """Trivial tasks run for real on the node, one at a time: TaskRun create → its pod → the
+    container started (kubelet) → Succeeded in the TaskRun's status (operator, from the kubelet)."""
+    pod_s: list[float] = []
+    started_s: list[float] = []
+    succeeded_s: list[float] = []
+    for index in range(runs):
+        name = f"node-{index}"
+        sent = time.monotonic()
+        bench.rest.create(taskruns_path(namespace), workload.taskrun(name, run=True))
+        seen: dict[str, float] = {}
+        deadline = sent + 120
+        while "succeeded" not in seen and time.monotonic() < deadline:
+            now = time.monotonic()
+            with contextlib.suppress(ApiException):
+                pod = bench.rest.get(pods_path(namespace, name))
+                seen.setdefault("pod", now)
+                statuses = (pod.get("status") or {}).get("containerStatuses") or []
+                if any((s.get("state") or {}).get("running") or (s.get("state") or {}).get("terminated")
+                       for s in statuses):  # fmt: skip
+                    seen.setdefault("started", now)
+            with contextlib.suppress(ApiException):
+                if (bench.rest.get(taskruns_path(namespace, name)).get("status") or {}).get(
+                    "phase"
+                ) == "Succeeded":
+                    seen["succeeded"] = now
+            time.sleep(0.05)
+        if not operator.alive():
+            raise RuntimeError(f"the operator exited; its log:\n{operator.log_tail()}")
+        if "succeeded" not in seen:
+            raise RuntimeError(f"TaskRun {name} did not succeed within 120 s")
+        pod_s.append(seen["pod"] - sent)
+        started_s.append(seen.get("started", seen["succeeded"]) - sent)
+        succeeded_s.append(seen["succeeded"] - sent)
+    bench.log(f"node: {runs} trivial tasks ran, p50 create→Succeeded {summary(succeeded_s)['p50']:.2f}s")
+    return {
+        "runs": runs,
+        "create_to_pod": summary(pod_s),
+        "create_to_container_started": summary(started_s),
+        "create_to_succeeded": summary(succeeded_s),
+    }

@@ -26,6 +26,7 @@ class Target:
     kubeconfig: Path
     owned: bool  # True: our own control plane, nothing else runs on it
     pids: dict[str, int] = field(default_factory=dict)  # its processes, by component (owned only)
+    node: bool = False  # the local node, with Sesame's task image, runs pods
 
     def api(self, pool: int = 32) -> client.ApiClient:
         """A client whose connection pool fits `pool` concurrent requests (the default is 10)."""
@@ -53,7 +54,7 @@ def open_target(log: Any = print) -> Iterator[Target]:
     external = external_kubeconfig()
     if external is not None:
         log(f"cluster: {external}")
-        target = Target(kubeconfig=external, owned=False)
+        target = Target(kubeconfig=external, owned=False, node=_local_node(external))
         install_crd(target)
         yield target
         return
@@ -65,11 +66,16 @@ def open_target(log: Any = print) -> Iterator[Target]:
         log(f"cluster: local control plane at {plane.server} (up in {time.monotonic() - started:.1f}s)")
         try:
             pids = {name: process.pid for name, process in plane.processes.items()}
-            target = Target(kubeconfig=plane.kubeconfig, owned=True, pids=pids)
+            target = Target(kubeconfig=plane.kubeconfig, owned=True, pids=pids, node=True)
             install_crd(target)
             yield target
         finally:
             plane.stop()
+
+
+def _local_node(kubeconfig: Path) -> bool:
+    """Whether a cluster we did not start is a local one with its node (`make cluster`)."""
+    return (kubeconfig.parent / "node" / "node.json").exists()
 
 
 def install_crd(target: Target) -> None:

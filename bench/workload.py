@@ -3,6 +3,9 @@
 Every TaskRun asks for the same requests of 3 Secrets: three env vars (`secretKeyRef`) and one
 file (a projected volume). The floor pod is built by `sesame.injection.inject` from the same
 template and requests, so it is byte-for-byte the pod spec Sesame would create.
+
+The bench measures the operator, not the kubelet: its pods name a scheduler nobody runs, so the
+local node never starts them (except in the `node` part, which measures exactly that).
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ import json
 from typing import Any
 
 from sesame import naming
-from sesame.injection import inject
+from sesame.injection import SecretFacts, inject
 from sesame.requests import parse_requests
 
-CONTAINER = {"name": "main", "image": "python:3.12-slim", "command": ["python", "-c", "print('hi')"]}
-TEMPLATE_SPEC: dict[str, Any] = {"containers": [CONTAINER], "restartPolicy": "Never"}
+TASK_IMAGE = "ghcr.io/sesame-dev/sesame-task:0.1.0"  # on the local node (tools/images.py)
+CONTAINER = {"name": "main", "image": TASK_IMAGE, "command": ["python3", "-c", "print('hi')"]}
+UNSCHEDULED = "sesame-bench-no-scheduler"
+TEMPLATE_SPEC: dict[str, Any] = {
+    "containers": [CONTAINER],
+    "restartPolicy": "Never",
+    "schedulerName": UNSCHEDULED,
+}
 SECRET_KEYS = ("bench_token", "bench_api_key", "db-creds")
 
 
@@ -44,20 +53,27 @@ def secrets(keys: tuple[str, str, str] = SECRET_KEYS) -> list[dict[str, Any]]:
             "stringData": {key: "not-a-real-value"},
         }
         for key in (token, api_key)
-    ] + [{"metadata": {"name": creds}, "stringData": {"password": "not-a-real-value", "ca.crt": "-----"}}]
+    ] + [
+        {
+            "metadata": {"name": creds, "labels": {naming.USABLE_LABEL: naming.USABLE_VALUE}},  # opted in
+            "stringData": {"password": "not-a-real-value", "ca.crt": "-----"},
+        }
+    ]
 
 
-def inventory(keys: tuple[str, str, str] = SECRET_KEYS) -> dict[str, frozenset[str]]:
-    """The operator's view of `secrets(keys)`: names and data keys."""
-    return {s["metadata"]["name"]: frozenset(s["stringData"]) for s in secrets(keys)}
+def inventory(keys: tuple[str, str, str] = SECRET_KEYS) -> dict[str, SecretFacts]:
+    """The operator's view of `secrets(keys)`: names, data keys and consent."""
+    return {s["metadata"]["name"]: SecretFacts.of(s | {"data": s["stringData"]}) for s in secrets(keys)}
 
 
-def taskrun(name: str, keys: tuple[str, str, str] = SECRET_KEYS) -> dict[str, Any]:
+def taskrun(name: str, keys: tuple[str, str, str] = SECRET_KEYS, run: bool = False) -> dict[str, Any]:
+    """A TaskRun whose pod never runs, or (`run`) one the node runs: a trivial task."""
+    spec = {"containers": [CONTAINER]} if run else {"containers": [CONTAINER], "schedulerName": UNSCHEDULED}
     return {
         "apiVersion": f"{naming.API_GROUP}/{naming.API_VERSION}",
         "kind": "TaskRun",
         "metadata": {"name": name},
-        "spec": {"secrets": secret_requests(keys), "template": {"spec": {"containers": [CONTAINER]}}},
+        "spec": {"secrets": secret_requests(keys), "template": {"spec": spec}},
     }
 
 

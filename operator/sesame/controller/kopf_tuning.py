@@ -1,4 +1,4 @@
-"""Four changes to how Kopf 1.45 runs Sesame; the first two measured with `make bench` (see the README).
+"""Three changes to how Kopf 1.45 runs Sesame; the first two measured with `make bench` (see the README).
 
 1. The index readiness barrier is quadratic; `apply_readiness_fix()` makes it linear.
 
@@ -12,8 +12,9 @@ during which the operator creates no pod at all.
 The result a waiter waits for (`set.is_on()`) can only change when a toggle is added or dropped,
 and only if the result actually flips; so waking the waiters only then is equivalent, and makes
 startup linear (10,000 Secrets: 12 s). Applied once at import, only to the Kopf release it was
-written against; any other release is left untouched (with a warning), so an upgrade that fixes
-or reshapes this code cannot be broken by it.
+written against; any other release is left untouched, and tests/unit/test_kopf_tuning.py fails
+loudly until someone checks whether the upstream fix (patches/kopf-toggleset-wake-on-flip.patch)
+landed. Only the readiness fix touches Kopf's private code.
 
 2. `NoDiffBase`: Kopf deep-copies every object on every watch-event to detect changes for
 `on.create/update/field/resume` handlers (its "diff base", `settings.persistence`). Sesame has
@@ -21,12 +22,7 @@ none of those — only `on.event`, indexes and the admission webhook — so the 
 about 12% of the operator's CPU in a TaskRun burst. tests/unit/test_kopf_tuning.py fails if a
 change-detecting handler is ever registered, since it would then need the real diff base.
 
-3. `TerminatingNamespaceEvents`: an Event for a TaskRun whose namespace is being deleted is refused
-(403 NamespaceTerminating) and can never succeed; Kopf's event poster still logs every retry of it
-at ERROR for about a minute. Those lines say nothing an operator's user can act on, so they are
-logged at DEBUG instead. Every other refused event keeps its level (a real RBAC gap stays loud).
-
-4. `narrow_watches`: Kopf filters handler labels on the client, so `@kopf.on.event(..., "pods",
+3. `narrow_watches`: Kopf filters handler labels on the client, so `@kopf.on.event(..., "pods",
 labels=...)` alone would list and watch every pod of every served namespace (a whole cluster's
 with --all-namespaces). The API server filters instead, on the label every TaskRun pod carries;
 and initial listings come in chunks, so a large namespace is never one giant response in memory.
@@ -111,23 +107,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
-
-
-class TerminatingNamespaceEvents(logging.Filter):
-    """Logs Kopf's refused event posts into a namespace being deleted at DEBUG, not ERROR."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.DEBUG and "NamespaceTerminating" in record.getMessage():
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
-
-
-def quiet_terminating_namespace_events() -> None:
-    """Install the filter on Kopf's event poster (the logger its retries are logged on); idempotent."""
-    poster = logging.getLogger("kopf._core.engines.posting")
-    if not any(isinstance(f, TerminatingNamespaceEvents) for f in poster.filters):
-        poster.addFilter(TerminatingNamespaceEvents())
 
 
 LIST_CHUNK_SIZE = 500
