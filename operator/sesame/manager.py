@@ -30,6 +30,21 @@ from sesame.webhook.server import close_webhook, configure_webhook
 
 logger = logging.getLogger("sesame.manager")
 CONFIG_MEMO_KEY = "sesame_config"
+
+
+class DeniedAdmissions(logging.Filter):
+    """Kopf logs every denied admission at ERROR ("Webhook 'inject' failed permanently"); a pod
+    refused for a missing secret is the webhook working, not failing: INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage().startswith(
+            "Webhook 'inject' failed permanently"
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("kopf.objects").addFilter(DeniedAdmissions())
 _metrics_ports: set[int] = set()
 kopf_tuning.apply_readiness_fix()  # before kopf.run: startup linear in the number of indexed objects
 
