@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,49 @@ def test_service_account_tokens_authenticate(cluster: Cluster, namespace: str) -
     assert review.status.user_info.username == f"system:serviceaccount:{namespace}:robot"
 
 
+def operator_lines(kubeconfig: Path, wanted: str, log: Path) -> list[str]:
+    """Start `sesame operator run`, wait until its output says `wanted`, stop it; its lines."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sesame", "operator", "run", "--namespace", "default"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+        try:
+            eventually(lambda: wanted in log.read_text(), timeout=60, what=f"the operator to say {wanted!r}")
+            time.sleep(6)  # one more retry period: the line must not repeat
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    assert "Traceback" not in log.read_text()
+    assert sum(wanted in line for line in lines) == 1, lines
+    return lines
+
+
+def test_an_unreachable_cluster_is_one_line_that_names_server_and_kubeconfig(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    lines = operator_lines(kubeconfig, "cannot reach", tmp_path / "op.log")
+    assert lines[0].endswith(
+        f"cannot reach the Kubernetes API server at https://127.0.0.1:1 (kubeconfig {kubeconfig}) "
+        "(MaxRetryError); retrying every 5 s"
+    ), lines
+    assert len(lines) == 1, lines
+
+
 def test_make_cluster_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
     """`make cluster` twice and `make cluster-down` twice: the node is Ready when `up` returns, and
     after `down` no process, mount, cgroup, network change or kernel setting of it is left."""
@@ -137,6 +182,13 @@ def test_make_cluster_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
     ours = host.Ours(str(tmp_path / "state"), record["cgroup_root"], namespaces[0] if namespaces else None)
     assert ours.pid_namespace, "the node's init was not found"
     try:
+        # No CRD in this fresh cluster: the operator's first line says so, then it waits quietly.
+        first_lines = operator_lines(tmp_path / "state/kubeconfig", "is not installed", tmp_path / "op.log")
+        assert first_lines[0].endswith(
+            "the TaskRun CRD (taskruns.sesame.dev) is not installed in the cluster at "
+            f"{record['server']} (kubeconfig {tmp_path / 'state/kubeconfig'}): run `kubectl apply "
+            "--server-side -f crds/` (or install the Helm chart); waiting for it"
+        )
         again = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=60)
         assert again.returncode == 0
         assert "already running" in again.stdout

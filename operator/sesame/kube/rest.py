@@ -45,9 +45,10 @@ def taskruns_path(namespace: str, name: str = "") -> str:
 class JsonApi:
     """JSON requests with the credentials of one `kubernetes.client.ApiClient`."""
 
-    def __init__(self, api: client.ApiClient, timeout: float = TIMEOUT) -> None:
+    def __init__(self, api: client.ApiClient, timeout: float = TIMEOUT, retries: int | None = None) -> None:
         self.api = api
         self.timeout = timeout
+        self.retries = retries  # None: the client's own policy (3 retries, each logged by urllib3)
 
     def raw(
         self,
@@ -73,6 +74,7 @@ class JsonApi:
             body=None if body is None else json.dumps(body, separators=(",", ":")),
             headers=headers,
             timeout=self.timeout,
+            **({} if self.retries is None else {"retries": self.retries}),
         )
         if not 200 <= response.status <= 299:
             error = ApiException(status=response.status, reason=response.reason)
