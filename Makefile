@@ -71,8 +71,12 @@ kind-up:
 	mkdir -p $(STATE)
 	$(KIND) create cluster --name $(KIND_CLUSTER) --kubeconfig $(STATE)/kind-kubeconfig
 
+# kind's node runs the same real-node tests once Sesame's task image is loaded into it (the OCI
+# archives tools/images.py builds carry containerd's image-name annotation, as `kind load` needs).
 kind-e2e: venv binaries
 	@test -f $(STATE)/kind-kubeconfig || $(MAKE) kind-up
+	$(PY) tools/images.py --archives | while read -r archive; do \
+	  $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); done
 	SESAME_KUBECONFIG=$(STATE)/kind-kubeconfig $(VENV)/bin/pytest -q -m "not local_plane" tests/integration
 
 kind-down:

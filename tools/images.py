@@ -559,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         "--operator", action="store_true", help=f"build the operator image ({OPERATOR_IMAGE}) instead"
     )
     parser.add_argument(
+        "--archives", action="store_true", help="print only the archives' paths, one per line (for `kind load`)"
+    )
+    parser.add_argument(
         "--load-into",
         type=Path,
         metavar="STATE",
@@ -571,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         built = {OPERATOR_IMAGE: build(operator_recipe())} if args.operator else node_images()
         elapsed = time.monotonic() - started
         for name, archive in built.items():
+            if args.archives:
+                print(archive)
+                continue
             print(f"{name}: {archive} ({archive.stat().st_size / 2**20:.1f} MiB, {elapsed:.1f}s)")
             if args.load_into:
                 seconds = load_into_node(args.load_into, archive, name)
