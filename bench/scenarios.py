@@ -483,12 +483,15 @@ def operator_floor(bench: Bench, n: int, concurrency: int) -> dict[str, Any]:
             taskrun = bench.rest.request("POST", taskruns_path(namespace), workload.taskrun(f"z-{index}"))
             bench.rest.create(pods_path(namespace), build_pod(taskrun, spec, deliveries))
             situation = status.Situation(
-                "Pending", "PodPending", "the pod is waiting to start",
+                "Pending",
+                "PodPending",
+                "the pod is waiting to start",
                 status.Cond(True, "SecretsFound", status.ALL_SECRETS_READY),
                 status.Cond(True, "PodCreated", f"pod 'z-{index}' created"),
                 status.Cond(None, "NotStarted", "the pod is waiting to start"),
-                pod_name=f"z-{index}", deliveries=[d.to_status() for d in deliveries],
-            )  # fmt: skip
+                pod_name=f"z-{index}",
+                deliveries=[d.to_status() for d in deliveries],
+            )
             path = taskruns_path(namespace, f"z-{index}") + "/status"
             bench.rest.merge_patch(path, {"status": status.build(None, situation, 1, at)})
         except ApiException as error:
@@ -530,8 +533,10 @@ def node_runs(bench: Bench, operator: OperatorProcess, namespace: str, runs: int
                 pod = bench.rest.get(pods_path(namespace, name))
                 seen.setdefault("pod", now)
                 statuses = (pod.get("status") or {}).get("containerStatuses") or []
-                if any((s.get("state") or {}).get("running") or (s.get("state") or {}).get("terminated")
-                       for s in statuses):  # fmt: skip
+                if any(
+                    (s.get("state") or {}).get("running") or (s.get("state") or {}).get("terminated")
+                    for s in statuses
+                ):
                     seen.setdefault("started", now)
             with contextlib.suppress(ApiException):
                 if (bench.rest.get(taskruns_path(namespace, name)).get("status") or {}).get(

@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "--operator", action="store_true", help=f"build the operator image ({OPERATOR_IMAGE}) instead"
     )
     parser.add_argument(
-        "--archives", action="store_true", help="print only the archives' paths, one per line (for `kind load`)"
+        "--archives", action="store_true", help="print only the archives' paths (for `kind load`)"
     )
     parser.add_argument(
         "--load-into",

@@ -179,7 +179,9 @@ def template_problem(template: str, allow_partial: bool = False) -> str | None:
             "{domain}: without one, two different projects could give the same namespace"
         )
     if _normalised(literals[0]).startswith("kube-"):
-        return f"namespace template {template!r} could name a system namespace (kube-…); choose another prefix"
+        return (
+            f"namespace template {template!r} could name a system namespace (kube-…); choose another prefix"
+        )
     return None
 
 

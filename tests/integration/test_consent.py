@@ -51,10 +51,14 @@ def test_from_reaches_only_secrets_whose_owner_consented(
     leaks.plant(f"{canary}-db")
     leaks.plant(f"{canary}-release")
     reader = reporting_container("main", ["db"])
-    app = {"secrets": [{"key": "db", "from": {"secret": "payroll-db", "key": "password"}}],
-           "template": {"spec": {"containers": [reader]}}}  # fmt: skip
-    helm = {"secrets": [{"key": "r", "from": {"secret": "sh.helm.release.v1.payroll.v1", "key": "release"}}],
-            "template": {"spec": {"containers": [reader], **UNSCHEDULED}}}  # fmt: skip
+    app = {
+        "secrets": [{"key": "db", "from": {"secret": "payroll-db", "key": "password"}}],
+        "template": {"spec": {"containers": [reader]}},
+    }
+    helm = {
+        "secrets": [{"key": "r", "from": {"secret": "sh.helm.release.v1.payroll.v1", "key": "release"}}],
+        "template": {"spec": {"containers": [reader], **UNSCHEDULED}},
+    }
     with running_operator([namespace]) as runner:
         cluster.create_taskrun(namespace, "app", app)
         cluster.create_taskrun(namespace, "helm", helm)
@@ -88,8 +92,11 @@ def test_from_reaches_only_secrets_whose_owner_consented(
         cluster.core.patch_namespaced_secret(
             "payroll-db", namespace, {"metadata": {"labels": {"sesame.dev/usable": "true"}}}
         )
-        eventually(lambda: status_of(cluster, namespace, "app").get("phase") == "Succeeded", timeout=60,
-                   what="the run after the owner's consent")  # fmt: skip
+        eventually(
+            lambda: status_of(cluster, namespace, "app").get("phase") == "Succeeded",
+            timeout=60,
+            what="the run after the owner's consent",
+        )
         assert reports(cluster, namespace, "app", ["main"])["main"]["values"] == {"db": proof(f"{canary}-db")}
         assert status_of(cluster, namespace, "helm")["reason"] == "SecretNotUsable"
     assert cluster.pod(namespace, "helm") is None

@@ -68,7 +68,7 @@ def review(namespace: str, kind: str = "Pod", requests: list[dict[str, Any]] | N
 def post(url: str, body: bytes, ca: Path) -> dict[str, Any]:
     """POST as some pod of the cluster could: the webhook's own CA, no client certificate."""
     context = ssl.create_default_context(cafile=str(ca))
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=5, context=context) as response:  # noqa: S310
         answer: dict[str, Any] = json.loads(response.read())["response"]
         return answer
@@ -137,10 +137,18 @@ def test_a_forged_pod_never_speaks_for_a_taskrun(cluster: Cluster, namespace: st
     with running_operator([namespace]):
         before = forged_pods()
         train = cluster.create_taskrun(namespace, "train", spec)
-        eventually(lambda: cluster.taskrun(namespace, "train").get("status", {}).get("reason") == "SecretNotFound",
-                   what="train waiting")  # fmt: skip
-        owner = {"apiVersion": "sesame.dev/v1alpha1", "kind": "TaskRun", "name": "train",
-                 "uid": train["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        eventually(
+            lambda: cluster.taskrun(namespace, "train").get("status", {}).get("reason") == "SecretNotFound",
+            what="train waiting",
+        )
+        owner = {
+            "apiVersion": "sesame.dev/v1alpha1",
+            "kind": "TaskRun",
+            "name": "train",
+            "uid": train["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         evil = {
             "metadata": {
                 "name": "evil",
@@ -151,8 +159,11 @@ def test_a_forged_pod_never_speaks_for_a_taskrun(cluster: Cluster, namespace: st
         }
         cluster.core.create_namespaced_pod(namespace, evil)
         eventually(lambda: forged_pods() > before, what="the forged pod counted")
-        eventually(lambda: (cluster.pod(namespace, "evil") or {}).get("status", {}).get("phase") == "Succeeded",
-                   timeout=60, what="the forged pod to finish")  # fmt: skip
+        eventually(
+            lambda: (cluster.pod(namespace, "evil") or {}).get("status", {}).get("phase") == "Succeeded",
+            timeout=60,
+            what="the forged pod to finish",
+        )
         cluster.custom.patch_namespaced_custom_object(  # a watch-event after evil finished
             "sesame.dev", "v1alpha1", namespace, "taskruns", "train", {"metadata": {"labels": {"poke": "1"}}}
         )
@@ -160,8 +171,11 @@ def test_a_forged_pod_never_speaks_for_a_taskrun(cluster: Cluster, namespace: st
         status = cluster.taskrun(namespace, "train")["status"]
         assert (status["phase"], status.get("podName")) == ("Pending", None)
         cluster.store_secret(namespace, "later", "value")
-        eventually(lambda: cluster.taskrun(namespace, "train")["status"]["phase"] == "Succeeded", timeout=60,
-                   what="train's own run")  # fmt: skip
+        eventually(
+            lambda: cluster.taskrun(namespace, "train")["status"]["phase"] == "Succeeded",
+            timeout=60,
+            what="train's own run",
+        )
     status = cluster.taskrun(namespace, "train")["status"]
     assert (status["podName"], status["podUID"]) == (
         "train",
@@ -183,14 +197,30 @@ def test_a_tenant_cannot_make_a_pod_that_claims_a_taskrun(cluster: Cluster, name
     from tests.integration.test_consent import PODS, _grant, _kubectl_as
 
     _grant(cluster, namespace, "mallory", [PODS])
-    train = cluster.create_taskrun(namespace, "train", {"secrets": [{"key": "later"}],
-                                                         "template": {"spec": {"containers": [python("main", "pass")]}}})  # fmt: skip
-    owner = {"apiVersion": "sesame.dev/v1alpha1", "kind": "TaskRun", "name": "train",
-             "uid": train["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "train", "namespace": namespace, "labels": {"sesame.dev/taskrun": "train"},
-                        "ownerReferences": [owner]},
-           "spec": {"containers": [python("main", "pass")], **UNSCHEDULED}}  # fmt: skip
+    train = cluster.create_taskrun(
+        namespace,
+        "train",
+        {"secrets": [{"key": "later"}], "template": {"spec": {"containers": [python("main", "pass")]}}},
+    )
+    owner = {
+        "apiVersion": "sesame.dev/v1alpha1",
+        "kind": "TaskRun",
+        "name": "train",
+        "uid": train["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "train",
+            "namespace": namespace,
+            "labels": {"sesame.dev/taskrun": "train"},
+            "ownerReferences": [owner],
+        },
+        "spec": {"containers": [python("main", "pass")], **UNSCHEDULED},
+    }
     refused = _kubectl_as(cluster, "mallory", "create", "-f", "-", body=pod)
     assert refused.returncode != 0
     assert "cannot set blockOwnerDeletion" in refused.stderr
@@ -199,8 +229,10 @@ def test_a_tenant_cannot_make_a_pod_that_claims_a_taskrun(cluster: Cluster, name
     assert made.returncode == 0, made.stderr
     with running_operator([namespace]):
         cluster.store_secret(namespace, "later", "value")
-        eventually(lambda: cluster.taskrun(namespace, "train").get("status", {}).get("reason") == "PodNameTaken",
-                   what="PodNameTaken, not adoption")  # fmt: skip
+        eventually(
+            lambda: cluster.taskrun(namespace, "train").get("status", {}).get("reason") == "PodNameTaken",
+            what="PodNameTaken, not adoption",
+        )
 
 
 def test_the_default_log_level_logs_no_debug(
@@ -211,8 +243,14 @@ def test_the_default_log_level_logs_no_debug(
     args = ["--standalone", "--log-level", "info", "--log-format", "json"]
     # The last --log-level wins: the helper's own `--log-level debug` comes first.
     with operator_process(cluster, [namespace], tmp_path / "operator.log", args=args) as operator:
-        cluster.create_taskrun(namespace, "logged", {"secrets": [{"key": "my_secret"}],
-                                                      "template": {"spec": {"containers": [python("main", "pass")], **UNSCHEDULED}}})  # fmt: skip
+        cluster.create_taskrun(
+            namespace,
+            "logged",
+            {
+                "secrets": [{"key": "my_secret"}],
+                "template": {"spec": {"containers": [python("main", "pass")], **UNSCHEDULED}},
+            },
+        )
         eventually(lambda: cluster.pod(namespace, "logged"), what="the operator at work")
     lines = [line for line in operator.output().splitlines() if line.startswith("{")]
     levels = {json.loads(line).get("levelname") or json.loads(line).get("level") for line in lines}

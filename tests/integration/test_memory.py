@@ -23,9 +23,14 @@ import types
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-from tests.integration.test_webhook import create_pod, pod_body, wait_until_serving
-from tests.integration.test_webhook import webhook  # noqa: F401  (the local webhook fixture)
+from tests.integration.test_webhook import (
+    create_pod,
+    pod_body,
+    wait_until_serving,
+    webhook,  # noqa: F401  (the local webhook fixture)
+)
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator
 
@@ -35,10 +40,21 @@ pytestmark = pytest.mark.local_plane
 # What the walk does not enter: code, and the machinery Sesame's objects merely point at (the
 # event loop and its tasks, thread pools, Kopf's watchers), which lead to every live object.
 NOT_DATA = (
-    type, types.ModuleType, types.FunctionType, types.MethodType, types.CodeType, types.FrameType,
-    types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType, asyncio.AbstractEventLoop,
-    asyncio.Future, asyncio.Handle, concurrent.futures.Executor, threading.Thread,
-)  # fmt: skip
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.MethodType,
+    types.CodeType,
+    types.FrameType,
+    types.CoroutineType,
+    types.GeneratorType,
+    types.AsyncGeneratorType,
+    asyncio.AbstractEventLoop,
+    asyncio.Future,
+    asyncio.Handle,
+    concurrent.futures.Executor,
+    threading.Thread,
+)
 
 
 def sesame_roots() -> list[Any]:
@@ -86,10 +102,13 @@ def test_no_secret_value_stays_in_the_operators_memory(
     encoded = bytearray(base64.b64encode(bytes(value)))
     needles = [value, encoded]
     body: dict[str, Any] = {
-        "metadata": {"name": "held", "labels": {"app.kubernetes.io/managed-by": "sesame"},
-                     "annotations": {"sesame.dev/key": "held"}},
+        "metadata": {
+            "name": "held",
+            "labels": {"app.kubernetes.io/managed-by": "sesame"},
+            "annotations": {"sesame.dev/key": "held"},
+        },
         "data": {"held": encoded.decode()},
-    }  # fmt: skip
+    }
     # Not opted in: every admission that asks for it reads it live (the webhook's other path).
     theirs: dict[str, Any] = {"metadata": {"name": "theirs"}, "data": {"password": encoded.decode()}}
     cluster.core.create_namespaced_secret(namespace, body)
@@ -97,14 +116,21 @@ def test_no_secret_value_stays_in_the_operators_memory(
     del body, theirs
     with running_operator([namespace]):
         wait_until_serving(cluster, namespace)
-        spec = {"secrets": [{"key": "held"}],
-                "template": {"spec": {"containers": [{"name": "main", "image": "img"}], **UNSCHEDULED}}}  # fmt: skip
+        spec = {
+            "secrets": [{"key": "held"}],
+            "template": {"spec": {"containers": [{"name": "main", "image": "img"}], **UNSCHEDULED}},
+        }
         cluster.create_taskrun(namespace, "uses", spec)
         eventually(lambda: cluster.pod(namespace, "uses"), what="the TaskRun's pod")
         for index in range(3):
-            with pytest.raises(Exception, match="sesame.dev/usable=true"):
-                create_pod(cluster, namespace, pod_body(f"live-{index}", [{"key": "p", "from": {"secret": "theirs",
-                                                                                           "key": "password"}}]))  # fmt: skip
+            with pytest.raises(ApiException, match=r"sesame\.dev/usable=true"):
+                create_pod(
+                    cluster,
+                    namespace,
+                    pod_body(
+                        f"live-{index}", [{"key": "p", "from": {"secret": "theirs", "key": "password"}}]
+                    ),
+                )
         injected = create_pod(cluster, namespace, pod_body("ok", [{"key": "held"}]), dry_run=True)
         assert "sesame.dev/injected" in json.dumps(injected)
         del injected

@@ -103,8 +103,10 @@ def test_every_problem_is_named_and_the_status_follows_the_secrets(cluster: Clus
         assert "3 problems: [1] secret 'have_one' not found" in status["message"]
         assert (status["phase"], condition(status, "Stalled")["status"]) == ("Failed", "True")
         timings = []
-        for key, left in (("have_one", "2 problems: [1] secret 'later_one' not found"),
-                          ("later_one", "start as written; secrets 'have_one' and 'later_one' both set")):  # fmt: skip
+        for key, left in (
+            ("have_one", "2 problems: [1] secret 'later_one' not found"),
+            ("later_one", "start as written; secrets 'have_one' and 'later_one' both set"),
+        ):
             started = time.monotonic()
             cluster.store_secret(namespace, key, "value")
             status = eventually(
@@ -434,7 +436,7 @@ def test_a_status_write_refused_for_a_while_ends_with_the_newest_status(
                         "apiVersions": ["*"],
                         "operations": ["UPDATE"],
                         "resources": ["taskruns/status"],
-                    }  # fmt: skip
+                    }
                 ]
             },
             "validations": [{"expression": "false", "message": "status writes refused for this test"}],
@@ -458,8 +460,12 @@ def test_a_status_write_refused_for_a_while_ends_with_the_newest_status(
         stream = watch.Watch()
         for event in stream.stream(
             client.CustomObjectsApi(cluster.api).list_namespaced_custom_object,
-            "sesame.dev", "v1alpha1", namespace, "taskruns", timeout_seconds=120,
-        ):  # fmt: skip
+            "sesame.dev",
+            "v1alpha1",
+            namespace,
+            "taskruns",
+            timeout_seconds=120,
+        ):
             phase = (event["object"].get("status") or {}).get("phase")
             if phase and (not phases or phases[-1] != phase):
                 phases.append(phase)
@@ -474,8 +480,11 @@ def test_a_status_write_refused_for_a_while_ends_with_the_newest_status(
             eventually(lambda: status_of(cluster, namespace, "busy").get("podUID"), what="the pod recorded")
             admission.create_validating_admission_policy(policy)
             admission.create_validating_admission_policy_binding(binding)
-            eventually(lambda: (cluster.pod(namespace, "busy") or {}).get("status", {}).get("phase") == "Succeeded",
-                       timeout=60, what="the pod to finish while status writes are refused")  # fmt: skip
+            eventually(
+                lambda: (cluster.pod(namespace, "busy") or {}).get("status", {}).get("phase") == "Succeeded",
+                timeout=60,
+                what="the pod to finish while status writes are refused",
+            )
             seen = denials(cluster, name)
             eventually(
                 lambda: denials(cluster, name) > seen, what="a status write refused after the pod finished"

@@ -43,8 +43,8 @@ for key in os.environ.get("FILES", "").split(","):
             writable = True
         except OSError as error:
             writable = errno.errorcode.get(error.errno, str(error.errno))
-        report["files"][key] = {"path": path, "name": os.path.basename(path), "mode": oct(info.st_mode & 0o777),
-                                "uid": info.st_uid, "gid": info.st_gid, "write": writable}
+        report["files"][key] = {"path": path, "name": os.path.basename(path), "write": writable,
+                                "mode": oct(info.st_mode & 0o777), "uid": info.st_uid, "gid": info.st_gid}
 report["env_paths"] = {n: os.environ.get(n) for n in os.environ.get("PATHS", "").split(",") if n}
 print("REPORT " + json.dumps(report, sort_keys=True), flush=True)
 """
@@ -55,8 +55,9 @@ def proof(value: str) -> dict[str, Any]:
     return {"len": len(value), "sha": hashlib.sha256((SALT + value).encode()).hexdigest()[:16]}
 
 
-def reporting_container(name: str, keys: Sequence[str], files: Sequence[str] = (), paths: Sequence[str] = (),
-                        **extra: Any) -> dict[str, Any]:  # fmt: skip
+def reporting_container(
+    name: str, keys: Sequence[str], files: Sequence[str] = (), paths: Sequence[str] = (), **extra: Any
+) -> dict[str, Any]:
     env = [
         {"name": "SALT", "value": SALT},
         {"name": "WHO", "value": name},

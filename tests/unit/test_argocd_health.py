@@ -29,8 +29,13 @@ AT = "2026-01-01T00:00:00Z"
 FACTS = {"k": SecretFacts(frozenset({"k"}), sesame_key="k")}
 
 
-def status_for(secrets: list[dict[str, Any]], facts: dict[str, SecretFacts], pod: dict[str, Any] | None = None,
-               previous: dict[str, Any] | None = None, **template: Any) -> dict[str, Any]:  # fmt: skip
+def status_for(
+    secrets: list[dict[str, Any]],
+    facts: dict[str, SecretFacts],
+    pod: dict[str, Any] | None = None,
+    previous: dict[str, Any] | None = None,
+    **template: Any,
+) -> dict[str, Any]:
     """The status the operator's own decision writes for this situation."""
     taskrun = {
         "metadata": {"name": "train", "namespace": "ns", "uid": "u", "generation": 1},
@@ -44,7 +49,10 @@ def status_for(secrets: list[dict[str, Any]], facts: dict[str, SecretFacts], pod
 
 def pod(phase: str, **status: Any) -> dict[str, Any]:
     owner = {"kind": "TaskRun", "name": "train", "uid": "u", "controller": True, "blockOwnerDeletion": True}
-    return {"metadata": {"name": "train", "uid": "p", "ownerReferences": [owner]}, "status": {"phase": phase, **status}}
+    return {
+        "metadata": {"name": "train", "uid": "p", "ownerReferences": [owner]},
+        "status": {"phase": phase, **status},
+    }
 
 
 FAILED_CONTAINER = {"containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 3}}}]}
@@ -62,8 +70,12 @@ FOREIGN["metadata"]["ownerReferences"] = []
         (status_for(K, {"k": SecretFacts(frozenset())}), "Progressing"),  # KeyNotFound
         (status_for(K, {"k": SecretFacts(frozenset({"k"}), managed=False)}), "Progressing"),  # not opted in
         (status_for([{"key": "k", "envVar": "X"}, {"key": "j", "envVar": "X"}], FACTS), "Degraded"),  # clash
-        (status_for(K, FACTS, env=[{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
-         "Degraded"),  # DirectSecretReference  # fmt: skip
+        (
+            status_for(
+                K, FACTS, env=[{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+            ),
+            "Degraded",
+        ),  # DirectSecretReference
         (status_for([{"key": "k", "envVar": "PATH"}], FACTS), "Degraded"),  # InvalidRequest
         (status_for(K, FACTS, FOREIGN), "Degraded"),  # PodNameTaken: someone must delete that pod
         (status_for(K, FACTS, pod("Pending")), "Progressing"),

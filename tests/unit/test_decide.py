@@ -21,7 +21,9 @@ AT = "2026-01-01T00:00:00Z"
 UID = "uid-train"
 
 
-def taskrun(secrets: list[dict[str, Any]], status: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+def taskrun(
+    secrets: list[dict[str, Any]], status: dict[str, Any] | None = None, **meta: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"name": "train", "namespace": NS, "uid": UID, "generation": 1, **meta},
         "spec": {
@@ -37,23 +39,37 @@ def stored(*keys: str) -> dict[str, SecretFacts]:
     return {k.lower().replace("_", "-"): SecretFacts(frozenset({k}), sesame_key=k) for k in keys}
 
 
-def pod(phase: str = "Pending", *, uid: str = "pod-uid", owner: str = UID, name: str = "train", block: bool = True,
-        **status: Any) -> dict[str, Any]:  # fmt: skip
+def pod(
+    phase: str = "Pending",
+    *,
+    uid: str = "pod-uid",
+    owner: str = UID,
+    name: str = "train",
+    block: bool = True,
+    **status: Any,
+) -> dict[str, Any]:
     return {
         "metadata": {
             "name": name,
             "namespace": NS,
             "uid": uid,
             "ownerReferences": [
-                {"kind": "TaskRun", "name": "train", "uid": owner, "controller": True, "blockOwnerDeletion": block}
+                {
+                    "kind": "TaskRun",
+                    "name": "train",
+                    "uid": owner,
+                    "controller": True,
+                    "blockOwnerDeletion": block,
+                }
             ],
         },
         "status": {"phase": phase, **status},
     }
 
 
-def run(tr: dict[str, Any], secrets: dict[str, SecretFacts], the_pod: dict[str, Any] | None = None,
-        **extra: Any) -> Decision:  # fmt: skip
+def run(
+    tr: dict[str, Any], secrets: dict[str, SecretFacts], the_pod: dict[str, Any] | None = None, **extra: Any
+) -> Decision:
     labelled = extra.pop("labelled", [the_pod] if the_pod else [])
     return decide(Observed(tr, the_pod, labelled, secrets, **extra), AT)
 
@@ -109,7 +125,9 @@ def test_every_problem_is_named_and_counted_and_follows_the_secrets() -> None:
     status = first.status
     assert status is not None
     assert (status["phase"], status["reason"]) == ("Failed", "EnvVarClash")
-    assert status["message"].startswith("the run can never start as written; 3 problems: [1] secret 'have_one'")
+    assert status["message"].startswith(
+        "the run can never start as written; 3 problems: [1] secret 'have_one'"
+    )
     assert "[2] secret 'later_one' not found" in status["message"]
     assert "[3] secrets 'have_one' and 'later_one' both set env var 'TOKEN'" in status["message"]
     assert cond(status, "Stalled") == ("True", "EnvVarClash")
@@ -132,7 +150,9 @@ def test_a_secret_deleted_while_the_pod_runs_makes_secrets_ready_false() -> None
     status = decision.status
     assert status is not None
     assert (status["phase"], status["reason"]) == ("Running", "SecretNotFound")
-    assert status["message"].startswith("the task runs, but a restart would fail: secret 'my_secret' not found")
+    assert status["message"].startswith(
+        "the task runs, but a restart would fail: secret 'my_secret' not found"
+    )
     assert cond(status, "SecretsReady") == ("False", "SecretNotFound")
     assert cond(status, "PodCreated") == ("True", "PodCreated")
     assert status["podUID"] == "pod-uid"
@@ -141,7 +161,9 @@ def test_a_secret_deleted_while_the_pod_runs_makes_secrets_ready_false() -> None
 def test_the_kubelets_config_error_is_reported_and_recovers() -> None:
     waiting = {
         "name": "main",
-        "state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "my-secret" not found'}},
+        "state": {
+            "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "my-secret" not found'}
+        },
     }
     stuck = pod("Pending", containerStatuses=[waiting])
     status = run(taskrun([{"key": "my_secret"}]), {}, stuck).status
@@ -251,7 +273,10 @@ def test_hints_say_what_is_really_missing() -> None:
     status = run(taskrun([{"key": "db_token"}]), stored("DB_TOKEN")).status
     assert status is not None
     assert status["reason"] == "KeyNotFound"
-    assert "holds the secret 'DB_TOKEN' (keys are case-sensitive); request key 'DB_TOKEN' instead" in status["message"]
+    assert (
+        "holds the secret 'DB_TOKEN' (keys are case-sensitive); request key 'DB_TOKEN' instead"
+        in status["message"]
+    )
     assert "sesame create secret" not in status["message"]
     # A from-Secret that exists but lacks the data key: add the key, do not create the Secret.
     theirs = {"db-creds": SecretFacts(frozenset({"user"}), managed=False, opted_in=True)}
@@ -298,16 +323,25 @@ class World:
         elif verb == "run" and self.pod is not None:
             self.pod = pod("Running", startTime=AT)
         elif verb == "config-error" and self.pod is not None:
-            waiting = {"name": "main", "state": {"waiting": {"reason": "CreateContainerConfigError",
-                                                             "message": 'secret "alpha" not found'}}}  # fmt: skip
+            waiting = {
+                "name": "main",
+                "state": {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "alpha" not found'}
+                },
+            }
             self.pod = pod("Pending", containerStatuses=[waiting])
 
     def reconcile(self) -> None:
-        decision = decide(Observed(self.taskrun, self.pod, [self.pod] if self.pod else [], dict(self.secrets)), AT)
+        decision = decide(
+            Observed(self.taskrun, self.pod, [self.pod] if self.pod else [], dict(self.secrets)), AT
+        )
         if decision.pod is not None:
             self.pod = pod("Pending")
         if decision.status is not None:
-            self.taskrun = {**self.taskrun, "status": {**decision.status, **({"podUID": "pod-uid"} if decision.pod else {})}}
+            self.taskrun = {
+                **self.taskrun,
+                "status": {**decision.status, **({"podUID": "pod-uid"} if decision.pod else {})},
+            }
 
 
 @given(OPS)
@@ -321,8 +355,13 @@ def test_any_interleaving_ends_with_the_status_a_fresh_reconcile_computes(ops: l
     world.reconcile()
     final = world.taskrun["status"]
     fresh = decide(
-        Observed(copy.deepcopy({**world.taskrun, "status": {}}), world.pod,
-                 [world.pod] if world.pod else [], dict(world.secrets)), AT
-    ).status  # fmt: skip
+        Observed(
+            copy.deepcopy({**world.taskrun, "status": {}}),
+            world.pod,
+            [world.pod] if world.pod else [],
+            dict(world.secrets),
+        ),
+        AT,
+    ).status
     assert fresh is not None
     assert status_mod.essence({**fresh, "podUID": final.get("podUID")}) == status_mod.essence(final)

@@ -59,16 +59,18 @@ def test_the_installed_kopf_is_the_one_the_private_fix_was_written_for() -> None
     """The readiness fix patches Kopf's private ToggleSet: an upgrade must be checked by a person."""
     installed = version("kopf")
     assert installed in kopf_tuning.FOR_KOPF, (
-        f"kopf {installed} is installed, but sesame/controller/kopf_tuning.py's readiness fix was written "
-        f"for {', '.join(kopf_tuning.FOR_KOPF)}: if patches/kopf-toggleset-wake-on-flip.patch landed upstream, "
-        "delete the fix; if the patch still applies to this Kopf, add the version to FOR_KOPF"
+        f"kopf {installed} is installed, but sesame/controller/kopf_tuning.py's readiness fix was "
+        f"written for {', '.join(kopf_tuning.FOR_KOPF)}: if patches/kopf-toggleset-wake-on-flip.patch "
+        "landed upstream, delete the fix; if the patch still applies to this Kopf, add it to FOR_KOPF"
     )
     assert aiotoggles.ToggleSet.make_toggle is kopf_tuning._make_toggle
 
 
 def test_the_upstream_patch_matches_the_installed_kopf_source() -> None:
     """The patch file's "before" lines are the installed Kopf's, so it applies to that release."""
-    patch = (Path(__file__).resolve().parents[2] / "patches" / "kopf-toggleset-wake-on-flip.patch").read_text()
+    patch = (
+        Path(__file__).resolve().parents[2] / "patches" / "kopf-toggleset-wake-on-flip.patch"
+    ).read_text()
     original = Path(inspect.getfile(aiotoggles)).read_text()
     removed = [line[1:] for line in patch.splitlines() if line.startswith("-") and not line.startswith("---")]
     assert removed

@@ -193,7 +193,9 @@ def _from_pod(
         ready = Cond(True, "SecretsFound", st.ALL_SECRETS_READY)
     elif secret_problems:
         reason = ready.reason
-        holds = "the task runs, but a restart would fail: " if phase == "Running" else "the pod cannot start: "
+        holds = (
+            "the task runs, but a restart would fail: " if phase == "Running" else "the pod cannot start: "
+        )
         message = holds + ready.message
         succeeded = NOT_STARTED if phase == "Pending" else Cond(None, "Running", "the task is running")
     elif phase == "Running":
@@ -226,13 +228,21 @@ def _held(problems: Sequence[Problem], namespace_refused: bool) -> Situation:
     if never:
         cannot = Cond(False, reason, "the run can never start as written; " + message)
         return Situation(
-            "Failed", reason, cannot.message, secrets_ready,
-            Cond(False, reason, "no pod: the run can never start as written"), cannot,
-        )  # fmt: skip
+            "Failed",
+            reason,
+            cannot.message,
+            secrets_ready,
+            Cond(False, reason, "no pod: the run can never start as written"),
+            cannot,
+        )
     return Situation(
-        "Pending", reason, message, secrets_ready,
-        Cond(False, "WaitingForSecrets", "no pod until every secret is ready"), NOT_STARTED,
-    )  # fmt: skip
+        "Pending",
+        reason,
+        message,
+        secrets_ready,
+        Cond(False, "WaitingForSecrets", "no pod until every secret is ready"),
+        NOT_STARTED,
+    )
 
 
 def _pod_missing(ready: Cond, why: str, message: str) -> Situation:
@@ -336,10 +346,15 @@ def decide(observed: Observed, at: str) -> Decision:
     elif previous.get("podName") == name and not observed.pod_expected:
         message = f"pod {name!r} was deleted before it finished"
         situation = Situation(
-            "Failed", "PodDeleted", message, Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
-            Cond(False, "PodDeleted", message), Cond(False, "PodDeleted", message), pod_name=name,
+            "Failed",
+            "PodDeleted",
+            message,
+            Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
+            Cond(False, "PodDeleted", message),
+            Cond(False, "PodDeleted", message),
+            pod_name=name,
             deliveries=previous.get("secrets") or (),
-        )  # fmt: skip
+        )
     elif observed.pod_expected:
         return Decision(status=None, forged=forged)  # our create is on its way through the watch
     else:
@@ -351,12 +366,15 @@ def decide(observed: Observed, at: str) -> Decision:
                 new_pod = build_pod(taskrun, result.pod_spec, result.deliveries)
                 created = name
                 situation = Situation(
-                    "Pending", "PodPending", "the pod is waiting to start",
+                    "Pending",
+                    "PodPending",
+                    "the pod is waiting to start",
                     Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
                     Cond(True, "PodCreated", f"pod {name!r} created"),
                     Cond(None, "NotStarted", "the pod is waiting to start"),
-                    pod_name=name, deliveries=[d.to_status() for d in result.deliveries],
-                )  # fmt: skip
+                    pod_name=name,
+                    deliveries=[d.to_status() for d in result.deliveries],
+                )
         if new_pod is None:
             situation = _held(problems, namespace_refused)
 
