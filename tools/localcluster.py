@@ -270,6 +270,7 @@ class LocalControlPlane:
     scheduler_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     node_config: localnode.NodeConfig | None = None
+    ready_seconds: dict[str, float] = field(default_factory=dict)  # component -> start to ready
 
     @property
     def pki(self) -> Path:
@@ -334,12 +335,14 @@ class LocalControlPlane:
         return ControlPlaneError(f"{component} {why}; last lines of {log}:\n{_tail(log)}")
 
     def _wait(self, component: str, ready: object, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         process = self.processes[component]
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise self._fail(component, f"exited with code {process.returncode} before becoming ready")
             if callable(ready) and ready():
+                self.ready_seconds[component] = round(time.monotonic() - started, 1)
                 return
             time.sleep(0.2)
         raise self._fail(component, f"did not become ready within {timeout:.0f}s")
@@ -716,6 +719,9 @@ def cmd_up(state: Path) -> int:
     print(
         f"local cluster is up at {plane.server}: etcd, kube-apiserver, kube-controller-manager, "
         f"kube-scheduler and node {localnode.NODE_NAME} (Ready)"
+    )
+    print(
+        "seconds to ready: " + ", ".join(f"{name} {seconds}" for name, seconds in plane.ready_seconds.items())
     )
     print("use it with:")
     print(f"  export KUBECONFIG={state.resolve() / 'kubeconfig'} PATH={links.resolve()}:$PATH")
