@@ -303,13 +303,24 @@ def inject(
                     )
                 )
 
-    # Env vars: per container, one owner per name; the container's own env wins and is a clash.
+    # Env vars: per container, one owner per name; the container's own env wins and is a clash
+    # (found here, with every other problem, not only once the Secrets exist).
     env_owner: dict[tuple[str, str], str] = {}
     for request in requests:
         name = request.env_var_name
         if name is None:
             continue
         for target in _targets(request, names):
+            own = {e.get("name"): e for e in (by_name[target].get("env") or [])} if target in by_name else {}
+            if name in own and own[name] != _env_entries(request):
+                problems.append(
+                    Problem(
+                        Reason.ENV_VAR_CLASH,
+                        f"container {target!r} already sets env var {name!r}; remove it or choose another envVar",
+                        key=request.key,
+                    )
+                )
+                continue
             previous = env_owner.setdefault((target, name), request.key)
             if previous != request.key:
                 problems.append(

@@ -322,7 +322,8 @@ class World:
             self.secrets[key] = SecretFacts(frozenset(), sesame_key=key)  # the data key removed
         elif verb == "run" and self.pod is not None:
             self.pod = pod("Running", startTime=AT)
-        elif verb == "config-error" and self.pod is not None:
+        elif verb == "config-error" and self.pod is not None and self.pod["status"]["phase"] == "Pending":
+            # only a container that has not started yet (a Running pod never goes back to Pending)
             waiting = {
                 "name": "main",
                 "state": {

@@ -68,13 +68,14 @@ class JsonApi:
             header_params={"Accept": accept, "Content-Type": content_type},
             auth_settings=["BearerToken"],
         )
-        response = self.api.rest_client.pool_manager.request(
+        pool = self.api.rest_client.pool_manager
+        response = pool.request(
             method,
             url,
             body=None if body is None else json.dumps(body, separators=(",", ":")),
             headers=headers,
             timeout=self.timeout,
-            **({} if self.retries is None else {"retries": self.retries}),
+            retries=pool.connection_pool_kw.get("retries") if self.retries is None else self.retries,
         )
         if not 200 <= response.status <= 299:
             error = ApiException(status=response.status, reason=response.reason)
