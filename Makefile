@@ -6,13 +6,15 @@ PY := $(VENV)/bin/python
 STATE := .sesame
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv lint test demo cluster cluster-down cluster-status operator-image binaries bench bench-quick kind-up kind-e2e kind-down clean
+.PHONY: help venv lint test demo cluster cluster-down cluster-status flux flux-down operator-image binaries bench bench-quick kind-up kind-e2e kind-down clean
 
 help:
 	@echo "make demo          run Sesame end to end on the local control plane (or \$$KUBECONFIG)"
 	@echo "make test          lint + the whole test suite against a real control plane"
 	@echo "make cluster       start the local control plane in the background (.sesame/kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make flux          run Flux's source-, kustomize- and helm-controller against that cluster (docs/gitops.md)"
+	@echo "make flux-down     delete every Flux object, then stop the controllers (cluster-down does it too)"
 	@echo "make operator-image  build the operator image (no Docker) and import it into that cluster's node"
 	@echo "make bench         benchmarks (ratios against a floor measured in the same run)"
 	@echo "make kind-up / kind-e2e   the same integration tests on a kind cluster (needs Docker)"
@@ -40,7 +42,15 @@ cluster: venv
 	$(PY) tools/localcluster.py up --state $(STATE)
 
 cluster-down: venv
+	$(PY) tools/flux.py down --state $(STATE)
 	$(PY) tools/localcluster.py down --state $(STATE)
+
+# Flux's controllers as local processes against `make cluster` (loopback ports, state in .sesame/flux).
+flux: venv
+	$(PY) tools/flux.py up --state $(STATE)
+
+flux-down: venv
+	$(PY) tools/flux.py down --state $(STATE)
 
 cluster-status: venv
 	$(PY) tools/localcluster.py status --state $(STATE)

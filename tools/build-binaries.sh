@@ -6,6 +6,8 @@
 #   control plane  etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 #   node           kubelet, kube-proxy, containerd (+ shim, ctr), runc (seccomp), CNI plugins
 #   tools          kubectl, helm
+#   gitops         Flux's source-, kustomize- and helm-controller (each with its CRDs in crds/ next
+#                  to the binary), for the GitOps tests (tools/flux.py)
 #
 # A second run finds the cache and returns at once. `--print-bin-dir` prints the one directory
 # that holds (symlinks to) every binary of this set of versions.
@@ -27,6 +29,9 @@ declare -A provides=(
   ["containerd-$CONTAINERD_VERSION"]="containerd containerd-shim-runc-v2 ctr"
   ["runc-$RUNC_VERSION"]="runc"
   ["cni-plugins-$CNI_PLUGINS_VERSION"]="bridge host-local loopback"
+  ["flux-source-controller-$FLUX_SOURCE_CONTROLLER_VERSION"]="source-controller"
+  ["flux-kustomize-controller-$FLUX_KUSTOMIZE_CONTROLLER_VERSION"]="kustomize-controller"
+  ["flux-helm-controller-$FLUX_HELM_CONTROLLER_VERSION"]="helm-controller"
 )
 
 if [[ "${1:-}" == "--print-bin-dir" ]]; then
@@ -140,6 +145,33 @@ key="cni-plugins-$CNI_PLUGINS_VERSION"
 for plugin in main/bridge main/loopback ipam/host-local; do
   build "$key" "${plugin#*/}" -- go_install "github.com/containernetworking/plugins/plugins/${plugin}@${CNI_PLUGINS_VERSION}"
 done
+
+# Flux: `go install` refuses these modules (their go.mod has `replace …/api => ./api`), so each is
+# built from a writable copy of its module with that replace dropped (the published api module of
+# the same version is used instead). Its CRDs (config/crd/bases) go to crds/ next to the binary.
+flux_build() {  # controller version [module@version to require instead...]; runs in build's subshell
+  local controller=$1 version=$2 module="github.com/fluxcd/$1" dir pin
+  shift 2
+  dir="$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$dir" ]] || { echo "go mod download $module@$version named no source directory"; return 1; }
+  src="$(mktemp -d "$cache_root/build.XXXXXX")" || return 1
+  trap 'rm -rf "$src"' EXIT
+  cp -r "$dir/." "$src/" && chmod -R u+w "$src" || return 1
+  mkdir -p "$out/crds" && cp "$src"/config/crd/bases/*.yaml "$out/crds/" || return 1
+  cd "$src" && go mod edit -dropreplace "$module/api" && go mod download "$module/api" || return 1
+  for pin in "$@"; do
+    go mod edit -require="$pin" && go mod download "${pin%@*}" || return 1
+  done
+  CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$out/$controller.tmp" . &&
+    mv "$out/$controller.tmp" "$out/$controller"
+}
+
+build "flux-source-controller-$FLUX_SOURCE_CONTROLLER_VERSION" source-controller -- \
+  flux_build source-controller "$FLUX_SOURCE_CONTROLLER_VERSION" "github.com/fluxcd/pkg/artifact@$FLUX_PKG_ARTIFACT_VERSION"
+build "flux-kustomize-controller-$FLUX_KUSTOMIZE_CONTROLLER_VERSION" kustomize-controller -- \
+  flux_build kustomize-controller "$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
+build "flux-helm-controller-$FLUX_HELM_CONTROLLER_VERSION" helm-controller -- \
+  flux_build helm-controller "$FLUX_HELM_CONTROLLER_VERSION"
 
 # One directory with every binary of this set of versions.
 mkdir -p "$bin_dir"
