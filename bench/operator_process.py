@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+KEEP_LOGS = "SESAME_BENCH_OPERATOR_LOGS"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,11 @@ class OperatorProcess:
         return self.process.pid
 
     def start(self) -> OperatorProcess:
-        handle, name = tempfile.mkstemp(prefix="sesame-bench-operator-", suffix=".log")
+        # KEEP_LOGS names a directory: the logs are written there and kept (the test suite's leak
+        # canary reads them); otherwise they are temp files, deleted at stop.
+        handle, name = tempfile.mkstemp(
+            prefix="sesame-bench-operator-", suffix=".log", dir=os.environ.get(KEEP_LOGS) or None
+        )
         self.log_path = Path(name)
         command = [
             sys.executable,
@@ -94,7 +99,7 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.log_path is not None:
+        if self.log_path is not None and not os.environ.get(KEEP_LOGS):
             self.log_path.unlink(missing_ok=True)
 
     def wait_settled(self, quiet_seconds: float = 1.0, timeout: float = 30.0) -> None:

@@ -38,14 +38,14 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.create_namespace(name)
     yield name
-    leaks.collect(cluster.api, name)  # leak canary: events, TaskRuns, pods before they go
-    cluster.delete_namespace(name)
+    cluster.delete_namespace(name)  # the leak canary looks at it first
 
 
 @pytest.fixture
 def canary() -> str:
-    """A secret value planted by a test; it must never show up outside the Secret itself."""
-    return leaks.plant(f"CANARY-{uuid.uuid4().hex}")
+    """A secret value planted by a test; it must never show up outside the Secret itself, not
+    even in part (it is random)."""
+    return leaks.plant(f"CANARY-{uuid.uuid4().hex}", partial=True)
 
 
 # --- leak canary (tests/support/leaks.py) ------------------------------------------------------
@@ -55,6 +55,23 @@ def leak_canary() -> Iterator[None]:
     with leaks.watching_subprocesses():
         yield
     leaks.REGISTRY.check()
+
+
+@pytest.fixture(autouse=True)
+def leak_canary_namespaces(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Namespaces a test made by any means (helm --create-namespace, kubectl, a tool) and left:
+    looked at before the next test runs. Those deleted through `Cluster.delete_namespace` were
+    looked at just before."""
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    cluster: Cluster = request.getfixturevalue("cluster")
+    before = leaks.namespaces(cluster.api)
+    leaks.COLLECTED.clear()
+    yield
+    for name, uid in leaks.namespaces(cluster.api).items():
+        if uid not in before.values() and name not in leaks.COLLECTED:
+            leaks.collect(cluster.api, name)
 
 
 # --- end of leak canary ------------------------------------------------------------------------
@@ -75,15 +92,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Attach the in-process operator's log to a failing test's report."""
+    """Attach the in-process operators' logs to a failing test's report."""
     outcome = yield
-    from tests.support.operator import runner_log_on_failure
+    from tests.support.operator import runner_logs
 
     report = outcome.get_result()  # type: ignore[attr-defined]
     for title, text in report.sections:  # leak canary: everything a test printed or logged
         leaks.record(f"{item.nodeid} {title}", text)
-    if report.when == "call" and runner_log_on_failure:
-        for runner in runner_log_on_failure:
-            lines = [line for line in runner.output.splitlines() if "urllib3" not in line]
-            report.sections.append(("operator log (last 80 lines)", "\n".join(lines[-80:])))
-        runner_log_on_failure.clear()
+    if report.when == "call":
+        if report.failed:
+            for log in runner_logs:
+                lines = [line for line in log.text.splitlines() if "urllib3" not in line]
+                report.sections.append((f"{log.title} (last 80 lines)", "\n".join(lines[-80:])))
+        runner_logs.clear()

@@ -2,6 +2,7 @@
 
 Only that it completes and writes its results; no timing is asserted (the numbers belong to
 `make bench`, on a quiet machine). The webhook part needs the API server to reach a loopback port.
+The bench's secret value, its output and its operators' logs go to the leak canary.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench import workload
+from bench.operator_process import KEEP_LOGS
 
+from tests.support import leaks
 from tests.support.cluster import ROOT, Cluster
 
 PARTS = ("machine", "config", "floor", "burst", "sustained", "webhook", "cost", "ratios", "targets")
@@ -20,7 +24,11 @@ PARTS = ("machine", "config", "floor", "burst", "sustained", "webhook", "cost", 
 
 @pytest.mark.local_plane
 def test_quick_bench_completes(cluster: Cluster, tmp_path: Path) -> None:
-    env = {**cluster.env(), "SESAME_KUBECONFIG": str(cluster.kubeconfig)}
+    logs = tmp_path / "operator-logs"
+    logs.mkdir()
+    env = {**cluster.env(), "SESAME_KUBECONFIG": str(cluster.kubeconfig), KEEP_LOGS: str(logs)}
+    for value in {v for s in workload.secrets() for v in s["stringData"].values() if len(v) >= 16}:
+        leaks.plant(value)  # the bench's Secrets hold no canary of their own: their value is one
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--output", str(tmp_path)],
         cwd=ROOT,
@@ -29,7 +37,13 @@ def test_quick_bench_completes(cluster: Cluster, tmp_path: Path) -> None:
         text=True,
         timeout=240,
     )
+    leaks.record("bench output", result.stdout + result.stderr)
+    operator_logs = sorted(logs.iterdir())
+    for log in operator_logs:
+        leaks.record(f"bench operator log {log.name}", log.read_bytes())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert operator_logs, "the bench ran no operator (or kept no log of it)"
+    leaks.record("bench results.json", (tmp_path / "results.json").read_text())
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(PARTS) <= results.keys()
     assert results["mode"] == "quick"

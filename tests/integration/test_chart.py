@@ -21,13 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.config import kube_config
 
 from sesame.webhook import configuration
 from tests.support.cluster import TASK_IMAGE, Cluster, eventually
-from tests.support.operator import runner_log_on_failure
+from tests.support.operator import in_process_operator
 from tests.unit.test_chart_rbac import CHART, KUBE_VERSION, helm_template, set_args
 
 THIRD_PARTY_CRDS = Path(__file__).resolve().parents[1] / "data" / "third-party-crds.yaml"
@@ -414,19 +413,15 @@ def test_cluster_wide_peering_is_sufficient(
         assert not peering_status()  # made by the chart, empty
         with (
             as_service_account(cluster, monkeypatch, tmp_path, release_ns, release),
-            KopfRunner(args, timeout=60) as runner,
+            in_process_operator(args, f"operator of release {release} (its ServiceAccount)") as runner,
         ):
-            try:
-                peers = eventually(peering_status, what="this replica's keep-alive in the peering (patch)")
-                assert [peer["priority"] for peer in peers.values()] == [7]
-                cluster.create_taskrun(namespace, "train", {"template": TEMPLATE})
-                eventually(
-                    lambda: (cluster.taskrun(namespace, "train").get("status") or {}).get("podName"),
-                    what="the acting replica to create the TaskRun's pod",
-                )
-            except BaseException:
-                runner_log_on_failure.append(runner)
-                raise
+            peers = eventually(peering_status, what="this replica's keep-alive in the peering (patch)")
+            assert [peer["priority"] for peer in peers.values()] == [7]
+            cluster.create_taskrun(namespace, "train", {"template": TEMPLATE})
+            eventually(
+                lambda: (cluster.taskrun(namespace, "train").get("status") or {}).get("podName"),
+                what="the acting replica to create the TaskRun's pod",
+            )
         assert runner.exception is None, runner.exception
         assert_no_refusals(runner.output)
         resource = "clusterkopfpeerings.kopf.dev"

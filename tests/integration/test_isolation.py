@@ -27,13 +27,16 @@ from sesame import naming
 from sesame.webhook.configuration import delete_configuration
 from tests.support import leaks
 from tests.support.bulk import pods_of, taskruns_of
-from tests.support.cluster import Cluster, eventually
+from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator
 
 MAIN = {"name": "main", "image": "busybox"}
-TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN]}}
+TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN], **UNSCHEDULED}}  # pods here need only exist
 MANAGED = {"labels": {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE}}
-HELD = {"SecretNotFound", "KeyNotFound", "DirectSecretReference", "InvalidRequest"}
+HELD = {"SecretNotFound", "KeyNotFound", "SecretNotUsable", "DirectSecretReference", "InvalidRequest"}
+# How the API server words a refusal by Sesame's webhook (a webhook that is down or failing reads
+# `failed calling webhook "…"`, with status 500: that is no denial).
+DENIED = 'admission webhook "inject.sesame.dev" denied the request: '
 
 
 def report(what: str, **figures: Any) -> None:
@@ -52,7 +55,6 @@ def other(cluster: Cluster, namespace: str, canary: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        leaks.collect(cluster.api, name)
         cluster.delete_namespace(name)
 
 
@@ -187,10 +189,12 @@ def test_no_taskrun_in_a_reaches_b(cluster: Cluster, namespace: str, other: str,
             try:
                 cluster.create_taskrun(namespace, name, {"secrets": secrets, "template": TEMPLATE})
                 created.append(name)
-            except ApiException as error:
-                rejected[name] = json.loads(error.body or "{}").get("message", "")
+            except ApiException as error:  # the CRD's schema refuses it: nothing else may
+                rejected[name] = f"{error.status} {json.loads(error.body or '{}').get('message', '')}"
         for name, spec in templates.items():
-            cluster.create_taskrun(namespace, name, {"secrets": [], "template": {"spec": spec}})
+            cluster.create_taskrun(
+                namespace, name, {"secrets": [], "template": {"spec": {**spec, **UNSCHEDULED}}}
+            )
             created.append(name)
         # A template that names B as its namespace: the pod is still A's (and gets A's secret).
         cluster.create_taskrun(
@@ -209,7 +213,8 @@ def test_no_taskrun_in_a_reaches_b(cluster: Cluster, namespace: str, other: str,
             cluster.custom.create_namespaced_custom_object(
                 "sesame.dev", "v1alpha1", namespace, "taskruns", body
             )
-        rejected["body-says-b"] = json.loads(mismatch.value.body or "{}").get("message", "")
+        assert mismatch.value.status == 400, mismatch.value.body
+        said_b = json.loads(mismatch.value.body or "{}").get("message", "")
 
         def decided() -> list[dict[str, Any]] | None:
             runs = [
@@ -245,7 +250,9 @@ def test_no_taskrun_in_a_reaches_b(cluster: Cluster, namespace: str, other: str,
     assert reasons.pop("template-namespace") == "SecretsFound"
     assert set(reasons.values()) <= HELD, reasons
     assert all(reasons[name] == "DirectSecretReference" for name in templates), reasons
+    assert all(message.startswith(("422 ", "400 ")) for message in rejected.values()), rejected
     assert all("\n" not in message for message in rejected.values()), rejected
+    assert "does not match the namespace" in said_b, said_b
     assert canary not in runner.output
 
 
@@ -304,12 +311,18 @@ def test_no_annotation_in_a_reaches_b(
 
         eventually(serving, timeout=60, what="the webhook to serve")
         for name, requests in cases.items():
+            refused: ApiException | None = None
             try:
                 pod = cluster.core.create_namespaced_pod(namespace, labelled_pod(name, json.dumps(requests)))
                 admitted.append(cluster.api.sanitize_for_serialization(pod))
             except ApiException as error:
-                denied[name] = json.loads(error.body or "{}").get("message", "")
+                refused = error
+            if refused is not None:
+                denied[name] = json.loads(refused.body or "{}").get("message", "")
                 leaks.record(f"webhook denial for {name}", denied[name])
+                # Denied by Sesame, and for this request: not a webhook that failed (500).
+                assert refused.status in (400, 403), (name, refused.status, denied[name])
+                assert denied[name].startswith(DENIED), (name, denied[name])
         # The user's own reference in a webhook pod is left alone: it is the user's pod, created
         # with the user's rights, and Kubernetes resolves it in A (where it does not exist).
         own = [

@@ -19,12 +19,15 @@ from typing import Any
 
 from tests.support import leaks
 from tests.support.bulk import pods_of, taskruns_of
-from tests.support.cluster import Cluster, eventually
+from tests.support.cluster import TASK_IMAGE, UNSCHEDULED, Cluster, eventually
 from tests.support.processes import operator_process
 
-MAIN = {"name": "main", "image": "busybox"}
-TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN]}}
+MAIN = {"name": "main", "image": TASK_IMAGE}
+# The pod specs are what these tests judge: the pods need only exist, never run.
+TEMPLATE: dict[str, Any] = {"spec": {"containers": [MAIN], **UNSCHEDULED}}
 MIB = 1024 * 1024
+# What the operator logs once it has handled a watch-event of a Secret (the namespace holds one).
+SECRET_HANDLED = "Handler 'secret_event' succeeded"
 
 
 def report(what: str, **figures: Any) -> None:
@@ -158,6 +161,7 @@ def test_hundred_taskruns_share_a_secret_rotated_half_way(
         pod_versions = {
             p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in pods_of(cluster.api, namespace)
         }
+        handled = operator.output().count(SECRET_HANDLED)
         sesame(
             cluster,
             "update",
@@ -168,10 +172,17 @@ def test_hundred_taskruns_share_a_secret_rotated_half_way(
             stdin=f"{canary}-v2".encode(),
         )
         rotated = time.monotonic()
+        # Positive signals before the absence checks: the operator handled the rotation's watch
+        # event (which queues the 50 TaskRuns that request the secret), then reconciled 50 TaskRuns
+        # queued after them (the queue is first in, first out).
+        eventually(
+            lambda: operator.output().count(SECRET_HANDLED) > handled,
+            timeout=30,
+            what="the operator to handle the rotated Secret's event",
+        )
         for index, name in enumerate(after):
             cluster.create_taskrun(namespace, name, spec(index))
-        runs = eventually(done(cluster, namespace, 100), timeout=90, interval=0.5, what="all 100 pods")
-        time.sleep(2)  # a rotation that made the operator rewrite anything would show by now
+        eventually(done(cluster, namespace, 100), timeout=90, interval=0.5, what="all 100 pods")
         runs = taskruns_of(cluster.api, namespace)
         assert operator.alive()
     pods = {p["metadata"]["name"]: p for p in pods_of(cluster.api, namespace)}

@@ -21,7 +21,7 @@ import images
 import localcluster
 from localcluster import LocalControlPlane, build_binaries
 from sesame import naming
-from tests.support import host
+from tests.support import host, leaks
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "taskrun.yaml"
@@ -69,6 +69,8 @@ class Cluster:
         return True
 
     def delete_namespace(self, name: str) -> None:
+        """Deleted once the leak canary has looked at what it holds."""
+        leaks.collect(self.api, name)
         with contextlib.suppress(ApiException):
             self.core.delete_namespace(name)
 
@@ -129,40 +131,6 @@ class Cluster:
         result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
         return result
 
-    def set_pod_phase(
-        self, namespace: str, name: str, phase: str, exit_code: int = 0, reason: str = ""
-    ) -> None:
-        """Move a pod through its phases as the kubelet would (no kubelet runs here)."""
-        pod = self.core.read_namespaced_pod(name, namespace)
-        statuses = []
-        for container in pod.spec.containers:
-            state: dict[str, Any]
-            if phase == "Running":
-                state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
-            elif phase in ("Succeeded", "Failed"):
-                state = {
-                    "terminated": {
-                        "exitCode": exit_code,
-                        "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-                        "startedAt": "2026-01-01T00:00:00Z",
-                        "finishedAt": "2026-01-01T00:00:01Z",
-                    }
-                }
-            else:
-                state = {"waiting": {"reason": "ContainerCreating"}}
-            statuses.append(
-                {
-                    "name": container.name,
-                    "image": container.image,
-                    "imageID": "",
-                    "ready": phase == "Running",
-                    "restartCount": 0,
-                    "state": state,
-                }
-            )
-        status = {"phase": phase, "startTime": "2026-01-01T00:00:00Z", "containerStatuses": statuses}
-        self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
-
 
 def eventually(
     check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = ""
@@ -188,16 +156,30 @@ POLICY_RELEASE = "sesame-session"  # Helm releases of the tests use other names
 def install_admission_policies(bin_dir: Path, kubeconfig: Path) -> None:
     """The chart's ValidatingAdmissionPolicies, on in every install by default, so on here too."""
     rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", POLICY_RELEASE, str(ROOT / "charts" / "sesame"),
-         "--kube-version", "1.34.4", "--set", "networkPolicy.enabled=false",
-         "--show-only", "templates/admission-policies.yaml"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            str(bin_dir / "helm"),
+            "template",
+            POLICY_RELEASE,
+            str(ROOT / "charts" / "sesame"),
+            "--kube-version",
+            "1.34.4",
+            "--set",
+            "networkPolicy.enabled=false",
+            "--show-only",
+            "templates/admission-policies.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     subprocess.run(
         [str(bin_dir / "kubectl"), "apply", "--server-side", "-f", "-"],
-        input=rendered, capture_output=True, text=True, check=True,
+        input=rendered,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager

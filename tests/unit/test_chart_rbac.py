@@ -414,13 +414,52 @@ def test_image_is_the_package_versions() -> None:
     assert container["image"] == f"ghcr.io/sesame-dev/sesame@{digest}"
 
 
-def test_namespace_template_reaches_configmap_and_operator() -> None:
+def test_the_namespace_template_is_kept_for_the_cli_not_given_to_the_operator() -> None:
+    """The template maps --project/--domain to a namespace for the CLI (DESIGN §1); the operator
+    serves namespaces whatever their names and never reads it. The chart keeps it in its ConfigMap
+    (NOTES tells CLI users to export it; test_helm_incluster.py does, against a live release)."""
     objects = render(["namespaceTemplate=team-{project}-{domain}"])
     [config] = of_kind(objects, "ConfigMap")
     assert config["data"] == {"namespaceTemplate": "team-{project}-{domain}"}
     [container] = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["SESAME_NAMESPACE_TEMPLATE"]["valueFrom"]["configMapKeyRef"] == {
-        "name": config["metadata"]["name"],
-        "key": "namespaceTemplate",
-    }
+    assert "SESAME_NAMESPACE_TEMPLATE" not in {e["name"] for e in container["env"]}
+
+
+class ReadingEnv(dict[str, str]):
+    """An environment that remembers every variable asked for."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
+# Read by what the operator runs on, not by Sesame's configuration: Python's tempfile, and Kopf's
+# peering (the replica's identity).
+READ_BY_THE_RUNTIME = {"TMPDIR", "POD_ID"}
+
+
+@pytest.mark.parametrize(("combo", "values"), COMBOS, ids=COMBO_IDS)
+def test_every_env_var_the_chart_sets_is_read_by_the_operator(combo: str, values: list[str]) -> None:
+    """No dead configuration: each variable of the operator's container is one the operator reads
+    (`OperatorConfig.from_env`, as `sesame operator run` calls it with the chart's --webhook)."""
+    from sesame.config import OperatorConfig
+
+    [container] = deployment(values)["spec"]["template"]["spec"]["containers"]
+    env = ReadingEnv({e["name"]: e.get("value", "from-a-ref") for e in container["env"]})
+    [webhook] = [arg.removeprefix("--webhook=") for arg in container["args"] if arg.startswith("--webhook=")]
+    env["SESAME_WEBHOOK"] = webhook
+    OperatorConfig.from_env(env)
+    unread = {e["name"] for e in container["env"]} - env.asked - READ_BY_THE_RUNTIME
+    assert unread == set(), f"the chart sets {sorted(unread)}, which the operator never reads"

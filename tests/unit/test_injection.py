@@ -41,6 +41,7 @@ def test_every_request_form() -> None:
             {"key": "my_file_secret", "mountRequirement": "FILE"},
             {"key": "gcp_sa", "mountRequirement": "FILE", "envVar": "GOOGLE_APPLICATION_CREDENTIALS"},
             {"key": "db_password", "from": {"secret": "db-creds", "key": "password"}, "containers": ["main"]},
+            {"key": "db_ca", "mountRequirement": "FILE", "from": {"secret": "db-creds", "key": "ca.crt"}},
         ]
     )
     result = inject(pod("main", "sidecar", init=("setup",)), requests, inventory_for(requests), NS)
@@ -66,15 +67,49 @@ def test_every_request_form() -> None:
     assert json.loads(main[naming.ENV_VARS_ENV]["value"])["api"] == "UNION_API_KEY"
     sidecar = env_of(spec["containers"][1])
     assert "SESAME_SECRET_DB_PASSWORD" not in sidecar  # containers: [main]
-    assert "SESAME_SECRET_MY_SECRET" in env_of(spec["initContainers"][0])
+    setup = env_of(spec["initContainers"][0])
+    assert setup["SESAME_SECRET_MY_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "my-secret",
+        "key": "my_secret",
+        "optional": False,
+    }
+    assert setup["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/etc/sesame/secrets/gcp_sa"
+    assert "SESAME_SECRET_DB_PASSWORD" not in setup
+    # One projected volume with one item per FILE request: the Secret, its data key, the file name
+    # (the key, case kept) and the mode; every container and init container mounts it read-only.
     (volume,) = spec["volumes"]
-    items = {i["path"]: i for s in volume["projected"]["sources"] for i in s["secret"]["items"]}
-    assert set(items) == {"my_file_secret", "gcp_sa"}
-    assert all(i["mode"] == 0o440 for i in items.values())
+    assert volume == {
+        "name": "sesame-secrets",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {
+                    "secret": {
+                        "name": "my-file-secret",
+                        "items": [{"key": "my_file_secret", "path": "my_file_secret", "mode": 0o440}],
+                        "optional": False,
+                    }
+                },
+                {
+                    "secret": {
+                        "name": "gcp-sa",
+                        "items": [{"key": "gcp_sa", "path": "gcp_sa", "mode": 0o440}],
+                        "optional": False,
+                    }
+                },
+                {  # `from`: the Secret's own data key, the file named after the request's key
+                    "secret": {
+                        "name": "db-creds",
+                        "items": [{"key": "ca.crt", "path": "db_ca", "mode": 0o440}],
+                        "optional": False,
+                    }
+                },
+            ],
+        },
+    }
     for container in spec["containers"] + spec["initContainers"]:
-        mount = {m["mountPath"]: m for m in container["volumeMounts"]}["/etc/sesame/secrets"]
-        assert mount["readOnly"] is True
-        assert "subPath" not in mount
+        mounts = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/sesame/secrets"]
+        assert mounts == [{"name": "sesame-secrets", "mountPath": "/etc/sesame/secrets", "readOnly": True}]
     assert {d.key: d.delivery for d in result.deliveries}["gcp_sa"] == "file"
 
 
@@ -124,13 +159,16 @@ def test_template_secret_references_are_found() -> None:
 
 KEYS = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,10}[A-Za-z0-9]", fullmatch=True)
 CONTAINERS = st.lists(
-    st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), min_size=1, max_size=3, unique=True
+    st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), min_size=1, max_size=4, unique=True
 )
+Scenario = tuple[dict[str, Any], list[dict[str, Any]], list[SecretRequest]]
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[SecretRequest]]:
+def scenarios(draw: st.DrawFn) -> Scenario:
+    """A pod (some of its containers init containers) and requests for it, as written and parsed."""
     names = draw(CONTAINERS)
+    init = tuple(names[: draw(st.integers(0, len(names) - 1))])
     keys = draw(st.lists(KEYS, min_size=0, max_size=6, unique_by=lambda k: k.lower().replace("_", "-")))
     raw = []
     for key in keys:
@@ -140,7 +178,7 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[SecretRequest]]:
         if draw(st.booleans()):
             entry["envVar"] = "CUSTOM_" + key.upper()
         if draw(st.booleans()):
-            entry["from"] = {"secret": "shared", "key": key}
+            entry["from"] = {"secret": "shared", "key": f"data.{key}"}
         if draw(st.booleans()):
             entry["containers"] = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
         raw.append(entry)
@@ -149,15 +187,24 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[SecretRequest]]:
     except RequestError:
         assume(False)
         raise
-    return pod(*names), requests
+    return pod(*[n for n in names if n not in init], init=init), raw, requests
+
+
+def wanted(entry: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(Secret, data key, env var) of a request, by DESIGN's rules written out here: the Secret is
+    the key's DNS form (or `from`), the default env var SESAME_SECRET_ + the key upper-cased."""
+    source = entry.get("from")
+    secret = source["secret"] if source else entry["key"].lower().replace("_", "-")
+    data_key = source["key"] if source else entry["key"]
+    if entry.get("mountRequirement") == "FILE":
+        return secret, data_key, entry.get("envVar")
+    return secret, data_key, entry.get("envVar") or "SESAME_SECRET_" + entry["key"].upper()
 
 
 @settings(max_examples=300)
 @given(scenarios())
-def test_injection_is_idempotent_and_delivers_every_request(
-    scenario: tuple[dict[str, Any], list[SecretRequest]],
-) -> None:
-    spec, requests = scenario
+def test_injection_is_idempotent_and_delivers_every_request(scenario: Scenario) -> None:
+    spec, raw, requests = scenario
     inventory = inventory_for(requests)
     once = inject(spec, requests, inventory, NS)
     assume(once.ok)  # custom env var names can legitimately clash
@@ -165,24 +212,41 @@ def test_injection_is_idempotent_and_delivers_every_request(
     twice = inject(once.pod_spec, requests, inventory, NS)
     assert twice.ok
     assert twice.pod_spec == once.pod_spec
-    containers = {c["name"]: c for c in once.pod_spec["containers"]}
-    for request in requests:
-        for target in request.containers or tuple(containers):
-            env = env_of(containers[target])
-            if request.is_file:
-                mounts = {m["mountPath"] for m in containers[target].get("volumeMounts", [])}
-                assert naming.SECRETS_DIR in mounts
-            else:
-                ref = env[request.env_var_name or ""]["valueFrom"]["secretKeyRef"]
-                assert (ref["name"], ref["key"]) == (request.secret_name, request.data_key)
-                assert "namespace" not in ref
+    containers = {c["name"]: c for f in ("initContainers", "containers") for c in once.pod_spec.get(f, [])}
+    volumes = {v["name"]: v for v in once.pod_spec.get("volumes", [])}
+    for name, container in containers.items():
+        mine = [entry for entry in raw if name in entry.get("containers", containers)]
+        env = env_of(container)
+        files = [entry for entry in mine if entry.get("mountRequirement") == "FILE"]
+        refs = {
+            (e["name"], e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in env.values()
+            if "valueFrom" in e
+        }
+        by_env = [wanted(entry) for entry in mine if entry not in files]
+        assert refs == {(env_var, secret, data_key) for secret, data_key, env_var in by_env}
+        for entry in files:
+            path_env = wanted(entry)[2]
+            if path_env:
+                assert env[path_env] == {"name": path_env, "value": f"/etc/sesame/secrets/{entry['key']}"}
+        # The projected items this container sees: exactly its FILE requests (key, path, mode).
+        mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/etc/sesame/secrets"]
+        items = {
+            (source["secret"]["name"], item["key"], item["path"], item["mode"])
+            for mount in mounts
+            for source in volumes[mount["name"]]["projected"]["sources"]
+            for item in source["secret"]["items"]
+        }
+        assert items == {(wanted(e)[0], wanted(e)[1], e["key"], 0o440) for e in files}
+        assert all(m["readOnly"] is True and "subPath" not in m for m in mounts)
+        assert len(mounts) == (1 if files else 0)
 
 
 @settings(max_examples=200)
 @given(scenarios())
-def test_only_references_enter_the_pod_spec(scenario: tuple[dict[str, Any], list[SecretRequest]]) -> None:
+def test_only_references_enter_the_pod_spec(scenario: Scenario) -> None:
     """The inventory holds names only; the output holds secretKeyRefs, paths and names, nothing else."""
-    spec, requests = scenario
+    spec, _, requests = scenario
     result = inject(spec, requests, inventory_for(requests), NS)
     for container in (result.pod_spec or {}).get("containers", []):
         for env in container.get("env", []):
@@ -198,8 +262,8 @@ def test_only_references_enter_the_pod_spec(scenario: tuple[dict[str, Any], list
 
 @settings(max_examples=200)
 @given(scenarios())
-def test_a_missing_secret_never_yields_a_pod(scenario: tuple[dict[str, Any], list[SecretRequest]]) -> None:
-    spec, requests = scenario
+def test_a_missing_secret_never_yields_a_pod(scenario: Scenario) -> None:
+    spec, _, requests = scenario
     assume(requests)
     inventory = inventory_for(requests)
     del inventory[requests[0].secret_name]

@@ -191,9 +191,18 @@ def collect_with(monkeypatch: pytest.MonkeyPatch, view: dict[str, list[dict[str,
 
 
 @pytest.mark.parametrize(
-    "where", ["secrets.annotation", "configmaps.annotation", "configmaps.data", "events.status",
-              "pods.spec", "pods.status", "taskruns.status", "taskruns.annotation"],
-)  # fmt: skip
+    "where",
+    [
+        "secrets.annotation",
+        "configmaps.annotation",
+        "configmaps.data",
+        "events.status",
+        "pods.spec",
+        "pods.status",
+        "taskruns.status",
+        "taskruns.annotation",
+    ],
+)
 def test_collect_sees_what_a_user_sees(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     registry = collect_with(monkeypatch, cluster_view(where))
     assert len(registry.findings) == 1, registry.findings

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import datetime
 import functools
 import json
@@ -166,6 +167,18 @@ class Controller:
             self.forget(key)
             return
         decision = decide(observed, st.now())
+        if observed.pod is None and (decision.status or {}).get("reason") == "PodDeleted":
+            # The pod index may lag the TaskRun index: a watch that restarts (a replica resuming
+            # after a peering pause, an API server restart) lists TaskRuns and pods in any order.
+            # A deletion is believed only when the API server confirms the labelled pod is gone
+            # (one stripped of its label is gone to the operator, which watches labelled pods).
+            existing = await self._read_pod(key)
+            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+            if existing is not None and labels.get(naming.TASKRUN_LABEL) == key[1]:
+                observed = dataclasses.replace(
+                    observed, pod=existing, labelled=[*observed.labelled, existing]
+                )
+                decision = decide(observed, st.now())
         await self._report_forged(key, observed, decision)
         status, events = decision.status, decision.events
         if decision.pod is not None:
