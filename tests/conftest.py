@@ -8,7 +8,9 @@ with the component's log tail.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
 import tempfile
 import uuid
@@ -105,3 +107,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 lines = [line for line in log.text.splitlines() if "urllib3" not in line]
                 report.sections.append((f"{log.title} (last 80 lines)", "\n".join(lines[-80:])))
         runner_logs.clear()
+
+
+# --- the admission webhook in local mode, for the tests that need one ------------------------
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def webhook(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """Environment for a local-mode webhook scoped to `namespace`; yields the configuration name."""
+    from sesame.webhook.configuration import delete_configuration
+
+    name = f"sesame-test-{namespace}"
+    monkeypatch.setenv("SESAME_WEBHOOK", "local")
+    monkeypatch.setenv("SESAME_WEBHOOK_PORT", str(_free_port()))
+    monkeypatch.setenv("SESAME_WEBHOOK_CERT_DIR", str(tmp_path / "certs"))
+    monkeypatch.setenv("SESAME_WEBHOOK_CONFIG_NAME", name)
+    monkeypatch.setenv("SESAME_WEBHOOK_NAMESPACES", namespace)
+    try:
+        yield name
+    finally:
+        delete_configuration(cluster.api, name)

@@ -316,7 +316,8 @@ def inject(
                 problems.append(
                     Problem(
                         Reason.ENV_VAR_CLASH,
-                        f"container {target!r} already sets env var {name!r}; remove it or choose another envVar",
+                        f"container {target!r} already sets env var {name!r}; "
+                        "remove it or choose another envVar",
                         key=request.key,
                     )
                 )

@@ -19,7 +19,6 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.test_webhook import webhook  # noqa: F401  (the local webhook fixture)
 from tests.support import leaks
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator

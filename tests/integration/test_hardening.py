@@ -24,7 +24,6 @@ from tests.integration.test_webhook import (
     env_of,
     pod_body,
     wait_until_serving,
-    webhook,  # noqa: F401  (the local webhook fixture)
 )
 from tests.support import leaks
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually

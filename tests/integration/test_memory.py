@@ -29,7 +29,6 @@ from tests.integration.test_webhook import (
     create_pod,
     pod_body,
     wait_until_serving,
-    webhook,  # noqa: F401  (the local webhook fixture)
 )
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator

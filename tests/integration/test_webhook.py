@@ -12,10 +12,7 @@ import base64
 import contextlib
 import json
 import re
-import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,29 +31,6 @@ INJECT = {"sesame.dev/inject": "true"}
 MANAGED = {
     "labels": {"app.kubernetes.io/managed-by": "sesame"},
 }
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def webhook(
-    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[str]:
-    """Environment for a local-mode webhook scoped to `namespace`; yields the configuration name."""
-    name = f"sesame-test-{namespace}"
-    monkeypatch.setenv("SESAME_WEBHOOK", "local")
-    monkeypatch.setenv("SESAME_WEBHOOK_PORT", str(_free_port()))
-    monkeypatch.setenv("SESAME_WEBHOOK_CERT_DIR", str(tmp_path / "certs"))
-    monkeypatch.setenv("SESAME_WEBHOOK_CONFIG_NAME", name)
-    monkeypatch.setenv("SESAME_WEBHOOK_NAMESPACES", namespace)
-    try:
-        yield name
-    finally:
-        delete_configuration(cluster.api, name)
 
 
 def pod_body(
