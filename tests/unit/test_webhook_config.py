@@ -228,6 +228,46 @@ def test_ensure_generates_keeps_and_rotates(tmp_path: Path) -> None:
     assert "new.ns.svc" in certificates.covered_hosts(x509.load_pem_x509_certificate(files.cert.read_bytes()))
 
 
+def test_every_state_a_rotation_passes_through_is_one_whole_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kopf rereads tls.crt, tls.key and ca.crt whenever one changes: had it caught the new
+    certificate with the old CA, the API server would be told to trust a CA that signed nothing it
+    is served. So the three names must switch together, from any older layout too."""
+    old, new = (certificates.generate(HOSTS, now=NOW) for _ in range(2))
+    bundles = {(b.ca_pem, b.cert_pem, b.key_pem): name for name, b in (("old", old), ("new", new))}
+    seen: list[str] = []
+
+    def observe() -> None:
+        names = [tmp_path / n for n in ("ca.crt", "tls.crt", "tls.key")]
+        if all(path.exists() for path in names):
+            triple = tuple(path.read_bytes() for path in names)
+            seen.append(bundles.get(triple, "a mix of both"))  # type: ignore[arg-type]
+
+    def observed(mutation: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            observe()
+            result = mutation(*args, **kwargs)
+            observe()
+            return result
+
+        return call
+
+    # The layout of Sesame before this rule: plain files, one replaced after the other.
+    (tmp_path / certificates.MARKER_FILE).write_text("generated\n")
+    for name, data in (("ca.crt", old.ca_pem), ("tls.crt", old.cert_pem), ("tls.key", old.key_pem)):
+        (tmp_path / name).write_bytes(data)
+    for name in ("replace", "rename", "symlink", "unlink", "remove"):
+        monkeypatch.setattr(os, name, observed(getattr(os, name)))
+    assert certificates.ensure(tmp_path, HOSTS, now=NOW).generated  # still good: relinked, kept
+    certificates.write(tmp_path, new)
+    certificates.write(tmp_path, old)
+    assert seen, "no file system change was observed"
+    assert "a mix of both" not in seen, seen
+    assert seen[-1] == "old"
+    assert "new" in seen
+
+
 def test_short_lived_certificates_rotate_after_two_thirds_and_are_checked_often_enough(
     tmp_path: Path,
 ) -> None:

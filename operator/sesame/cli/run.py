@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import time
 import types
@@ -613,6 +614,21 @@ class Follower:
         self.streamed = False
         self.started = time.monotonic()
         self.pod_ended_at: float | None = None
+        self.interrupted = False
+        self.in_log_stream = False
+
+    def _on_interrupt(self, signum: int, frame: types.FrameType | None) -> None:
+        """Ctrl-C: stop at the next safe point, not inside the HTTP pool's locks (a hang on close).
+
+        Only a log stream, blocked in one read for as long as the task is silent, is left at once.
+        """
+        self.interrupted = True
+        if self.in_log_stream:
+            raise KeyboardInterrupt
+
+    def _stop_if_interrupted(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def say_once(self, line: str) -> None:
         if line not in self.said:
@@ -632,7 +648,15 @@ class Follower:
             raise_api_error(error, "get", "taskruns and pods", self.namespace)
 
     def run(self) -> int:
+        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        try:
+            return self._follow()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _follow(self) -> int:
         while True:
+            self._stop_if_interrupted()
             taskrun = self._get(
                 lambda: self.custom.get_namespaced_custom_object(
                     naming.API_GROUP,
@@ -666,7 +690,8 @@ class Follower:
             done = self._outcome(status, pod, state)
             if done is not None:
                 return done
-            time.sleep(POLL_INTERVAL)
+            self._stop_if_interrupted()
+            time.sleep(POLL_INTERVAL)  # at most this long after Ctrl-C
 
     def _waiting_for_secrets(self, status: Mapping[str, Any]) -> None:
         condition = next((c for c in status.get("conditions") or [] if c.get("type") == "SecretsReady"), None)
@@ -716,6 +741,8 @@ class Follower:
             return
         out = sys.stdout.buffer
         try:
+            self.in_log_stream = True
+            self._stop_if_interrupted()
             for chunk in response.stream(65536, decode_content=False):
                 out.write(chunk)
                 out.flush()
@@ -724,6 +751,7 @@ class Follower:
                 f"the log stream broke; read the rest with kubectl -n {self.namespace} logs {self.name}"
             )
         finally:
+            self.in_log_stream = False
             response.release_conn()
 
     def _outcome(
