@@ -183,6 +183,43 @@ def make_cgroup_root(name: str) -> None:
                 (path / knob).write_text((hierarchy / knob).read_text())
 
 
+def live_cgroup_roots() -> set[str]:
+    """The cgroup roots of the nodes whose host half (`localnode.py run --state DIR`) still runs."""
+    roots = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if len(words) >= 5 and words[1].endswith("localnode.py") and words[2] == "run":
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                roots.add(NodeConfig.load(Path(words[4])).cgroup_root.lstrip("/"))
+    return roots
+
+
+def remove_orphaned_cgroup_roots() -> list[str]:
+    """Roots a node left when it was killed too hard to clean up (SIGKILL, a VM restart): its host
+    half is gone and no process is in them. Returns the names removed."""
+    live = live_cgroup_roots()
+    orphans = {
+        top.name
+        for hierarchy in cgroup_hierarchies()
+        for top in hierarchy.glob("sesame-node-*")
+        if top.is_dir() and top.name not in live
+    }
+    removed = []
+    for name in sorted(orphans):
+        occupied = any(
+            (procs.read_text().strip() if procs.exists() else "")
+            for hierarchy in cgroup_hierarchies()
+            for procs in (hierarchy / name).rglob("cgroup.procs")
+        )
+        if not occupied and not remove_cgroup_root(name, timeout=1):
+            removed.append(name)
+    return removed
+
+
 def remove_cgroup_root(name: str, timeout: float = 20.0) -> list[str]:
     """rmdir the subtree in every hierarchy, deepest first; returns what could not be removed."""
     deadline = time.monotonic() + timeout
@@ -240,6 +277,8 @@ async def host_side(config: NodeConfig) -> int:
     """Serve the API forwarder, start the node's namespaces, and clean up after them."""
     loop = asyncio.get_running_loop()
     config.logs.mkdir(parents=True, exist_ok=True)
+    for name in remove_orphaned_cgroup_roots():
+        print(f"node: removed cgroup root {name} of a node that was killed before it could", file=sys.stderr)
     make_cgroup_root(config.cgroup_root)
     with contextlib.suppress(FileNotFoundError):
         config.apiserver_socket.unlink()

@@ -149,8 +149,9 @@ def kubelet_yaml(config: NodeConfig, pki: Path, ca: Path) -> str:
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-        # A rotated Secret reaches a running pod's files on the pod's next sync.
-        "syncFrequency": "10s",
+        # A rotated Secret reaches a running pod's files, and a container held for a missing Secret
+        # starts, on the pod's next sync (the kubelet's default is every minute; one node, few pods).
+        "syncFrequency": "5s",
         "nodeStatusUpdateFrequency": "5s",
         "nodeStatusReportFrequency": "1m",
         "fileCheckFrequency": "1h",

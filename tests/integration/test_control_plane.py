@@ -168,10 +168,18 @@ def test_make_cluster_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
     after `down` no process, mount, cgroup, network change or kernel setting of it is left."""
     tool = [sys.executable, str(ROOT / "tools/localcluster.py")]
     state = ["--state", str(tmp_path / "state")]
+    # What a node killed by SIGKILL leaves: its cgroup root, with kubepods in it, and no process.
+    orphan = [hierarchy / "sesame-node-1-1" for hierarchy in localnode.cgroup_hierarchies()]
+    for root in orphan:
+        (root / "kubepods").mkdir(parents=True)
+    live = localnode.live_cgroup_roots()  # the session's node, and any other that runs
     before = host.capture()
     up = subprocess.run([*tool, "up", *state], capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     assert "node sesame-node (Ready)" in up.stdout
+    assert [root for root in orphan if root.exists()] == [], "the orphaned cgroup root was left"
+    for name in live:
+        assert all((h / name).is_dir() for h in localnode.cgroup_hierarchies()), f"live {name} removed"
     record = json.loads((tmp_path / "state/pids.json").read_text())
     port = int(record["server"].rsplit(":", 1)[1])
     namespaces = [

@@ -126,6 +126,18 @@ def forged_pods() -> float:
     return REGISTRY.get_sample_value("sesame_forged_pods_total") or 0.0
 
 
+def controller_of(taskrun: dict[str, Any]) -> dict[str, Any]:
+    """The ownerReference the operator gives its pods, which anyone may copy."""
+    return {
+        "apiVersion": "sesame.dev/v1alpha1",
+        "kind": "TaskRun",
+        "name": taskrun["metadata"]["name"],
+        "uid": taskrun["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def test_a_forged_pod_never_speaks_for_a_taskrun(cluster: Cluster, namespace: str) -> None:
     """`evil` carries train's label and a controller ownerReference to train's uid while train waits
     for a secret; it runs and succeeds — train is not fooled, says so, and later runs its own pod."""
@@ -140,14 +152,7 @@ def test_a_forged_pod_never_speaks_for_a_taskrun(cluster: Cluster, namespace: st
             lambda: cluster.taskrun(namespace, "train").get("status", {}).get("reason") == "SecretNotFound",
             what="train waiting",
         )
-        owner = {
-            "apiVersion": "sesame.dev/v1alpha1",
-            "kind": "TaskRun",
-            "name": "train",
-            "uid": train["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        owner = controller_of(train)
         evil = {
             "metadata": {
                 "name": "evil",
@@ -201,14 +206,7 @@ def test_a_tenant_cannot_make_a_pod_that_claims_a_taskrun(cluster: Cluster, name
         "train",
         {"secrets": [{"key": "later"}], "template": {"spec": {"containers": [python("main", "pass")]}}},
     )
-    owner = {
-        "apiVersion": "sesame.dev/v1alpha1",
-        "kind": "TaskRun",
-        "name": "train",
-        "uid": train["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    owner = controller_of(train)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",

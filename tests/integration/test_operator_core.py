@@ -452,7 +452,7 @@ def test_a_status_write_refused_for_a_while_ends_with_the_newest_status(
             },
         },
     }
-    task = {"spec": {"containers": [python("main", "import time; time.sleep(4)")]}}
+    task = {"spec": {"containers": [python("main", "import time; time.sleep(3)")]}}
     phases: list[str] = []
     stop = threading.Event()
 
@@ -480,6 +480,20 @@ def test_a_status_write_refused_for_a_while_ends_with_the_newest_status(
             eventually(lambda: status_of(cluster, namespace, "busy").get("podUID"), what="the pod recorded")
             admission.create_validating_admission_policy(policy)
             admission.create_validating_admission_policy_binding(binding)
+
+            def refused() -> bool:
+                try:
+                    probe = {"status": {"message": "probe"}}
+                    cluster.custom.patch_namespaced_custom_object_status(
+                        "sesame.dev", "v1alpha1", namespace, "taskruns", "busy", probe, dry_run="All"
+                    )
+                except ApiException as error:
+                    return "status writes refused for this test" in str(error.body)
+                return False
+
+            eventually(refused, what="the policy to refuse status writes")
+            running = (cluster.pod(namespace, "busy") or {}).get("status", {}).get("phase")
+            assert running != "Succeeded", "the pod finished before the policy was in force: sleep longer"
             eventually(
                 lambda: (cluster.pod(namespace, "busy") or {}).get("status", {}).get("phase") == "Succeeded",
                 timeout=60,

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from sesame.webhook.configuration import WEBHOOK_NAME, delete_configuration
 from tests.support.cluster import Cluster, eventually
 from tests.support.operator import running_operator
+from tests.support.tasks import proof, reporting_container, reports
 
 # The API server calls the webhook on loopback: only the suite's own control plane can.
 pytestmark = pytest.mark.local_plane
@@ -252,9 +253,11 @@ def test_stopped_webhook_refuses_labelled_pods_only(cluster: Cluster, namespace:
     assert gone.value.status == 404
 
 
-def job(name: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
+def job(name: str, requests: list[dict[str, Any]], container: dict[str, Any] | None = None) -> dict[str, Any]:
     pod = pod_body("unused", requests)
     del pod["metadata"]["name"]
+    if container is not None:
+        pod["spec"]["containers"] = [container]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -271,7 +274,8 @@ def test_pods_of_a_job_are_injected_and_a_bad_job_says_why(
     batch: Any = client.BatchV1Api(cluster.api)
     with running_operator([namespace]) as runner:
         wait_until_serving(cluster, namespace)
-        batch.create_namespaced_job(namespace, job("good", [{"key": "my_secret"}]))
+        reporter = reporting_container("main", ["my_secret"])
+        batch.create_namespaced_job(namespace, job("good", [{"key": "my_secret"}], reporter))
         batch.create_namespaced_job(namespace, job("bad", [{"key": "absent_key"}]))
 
         def pods_of(job_name: str) -> list[dict[str, Any]]:
@@ -293,6 +297,16 @@ def test_pods_of_a_job_are_injected_and_a_bad_job_says_why(
         message = eventually(refusal, timeout=60, what="the Job's FailedCreate event")
         assert "sesame create secret" in message, message
         assert pods_of("bad") == []  # never a pod without its secrets
+
+        def complete() -> bool:
+            conditions = batch.read_namespaced_job_status("good", namespace).status.conditions or []
+            failed = [c.message for c in conditions if c.type == "Failed" and c.status == "True"]
+            assert not failed, f"the Job failed: {failed}"
+            return any(c.type == "Complete" and c.status == "True" for c in conditions)
+
+        eventually(complete, timeout=90, what="the Job to complete on the node")
+        report = reports(cluster, namespace, pod["metadata"]["name"], ["main"])["main"]
+        assert report["values"] == {"my_secret": proof(canary)}  # the kubelet delivered it
     print(f"\n[webhook] the Job controller was told: {message}")  # (KopfRunner captures stdout above)
     assert canary not in runner.output
 

@@ -241,30 +241,25 @@ class Controller:
             else:
                 reason = "Forbidden"
             self.queue.retry(key)
-            return self._pending_status(observed, reason, message)
+            return self._pod_refused_status(observed, reason, message, for_good=False)
         reason = "PodInvalid" if error.status in (400, 422) else "Forbidden"
-        return self._failed_status(observed, reason, message)
+        return self._pod_refused_status(observed, reason, message, for_good=True)
 
-    def _pending_status(self, observed: Observed, reason: str, message: str) -> dict[str, Any]:
+    def _pod_refused_status(
+        self, observed: Observed, reason: str, message: str, *, for_good: bool
+    ) -> dict[str, Any]:
+        """Secrets are fine, the pod is not: Pending while a retry may pass, else Failed."""
+        shown, succeeded = message, st.Cond(None, "NotStarted", "the task has not run")
+        if for_good:
+            shown = "the run can never start as written; " + message
+            succeeded = st.Cond(False, reason, shown)
         situation = st.Situation(
-            "Pending",
+            "Failed" if for_good else "Pending",
             reason,
-            message,
+            shown,
             st.Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
             st.Cond(False, reason, message),
-            st.Cond(None, "NotStarted", "the task has not run"),
-        )
-        return st.build(observed.taskrun.get("status"), situation, _generation(observed), st.now())
-
-    def _failed_status(self, observed: Observed, reason: str, message: str) -> dict[str, Any]:
-        cannot = "the run can never start as written; " + message
-        situation = st.Situation(
-            "Failed",
-            reason,
-            cannot,
-            st.Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
-            st.Cond(False, reason, message),
-            st.Cond(False, reason, cannot),
+            succeeded,
         )
         return st.build(observed.taskrun.get("status"), situation, _generation(observed), st.now())
 
