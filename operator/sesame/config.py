@@ -7,6 +7,7 @@ from the environment alone. Nothing else in the operator reads `os.environ`.
   SESAME_WORKERS              reconcile workers and API threads (default 16)
   SESAME_METRICS_PORT / _ADDR Prometheus metrics (0: off) / listening address (default 0.0.0.0)
   SESAME_PEERING_LIFETIME     seconds after its last keep-alive a silent replica counts as dead
+  SESAME_RETRY_MAX_SECONDS    the longest wait before a failed TaskRun pass is retried (default 30)
   SESAME_KOPF_SCANNING        on | off: Kopf's cluster-wide namespace and CRD observation
   SESAME_NAMESPACE / POD_NAMESPACE   Sesame's own namespace: never serves TaskRuns
   SESAME_REFUSED_NAMESPACES   more namespaces whose TaskRuns are refused (comma-separated)
@@ -37,6 +38,7 @@ class OperatorConfig:
     peering: str | None = None
     priority: int | None = None
     peering_lifetime: int = 15
+    retry_max_seconds: int = 30
     liveness: str | None = None
     metrics_port: int = 0
     metrics_addr: str = "0.0.0.0"  # noqa: S104 (a pod's metrics port is scraped from outside it)
@@ -63,6 +65,7 @@ class OperatorConfig:
             "metrics_port": _int(env, "SESAME_METRICS_PORT", 0, minimum=0),
             "metrics_addr": (env.get("SESAME_METRICS_ADDR") or "0.0.0.0").strip(),  # noqa: S104
             "peering_lifetime": _int(env, "SESAME_PEERING_LIFETIME", 15, minimum=5),
+            "retry_max_seconds": _int(env, "SESAME_RETRY_MAX_SECONDS", 30, minimum=1),
             "kopf_scanning": (env.get("SESAME_KOPF_SCANNING") or "on").strip().lower() != "off",
             "own_namespace": own,
             "refused_namespaces": frozenset(refused),

@@ -22,6 +22,7 @@ from sesame import (
 from sesame.config import ConfigError, OperatorConfig
 from sesame.controller import kopf_tuning
 from sesame.controller.decide import Policy
+from sesame.controller.queue import WorkQueue
 from sesame.controller.reconcile import Controller, Indexes
 from sesame.kube.client import api_client
 from sesame.kube.rest import JsonApi
@@ -83,6 +84,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         api=JsonApi(api_client(pool_size=config.workers + 4)),
         executor=settings.execution.executor,
         policy=Policy(refused_namespaces=config.refused_namespaces),
+        queue=WorkQueue(backoff_max=config.retry_max_seconds),
     )
     # Kopf hands every handler the same index objects; the workers read them between events.
     controller.indexes = Indexes(

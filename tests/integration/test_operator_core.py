@@ -419,10 +419,12 @@ def denials(cluster: Cluster, policy: str) -> int:
 
 
 def test_a_status_write_refused_for_a_while_ends_with_the_newest_status(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While every status write of the namespace is refused (by an admission policy), the pod runs
-    and finishes; once writes pass again, the status that lands is the newest, never an older one."""
+    and finishes; once writes pass again, the status that lands is the newest, never an older one.
+    Retries back off to at most 2 s here (30 s by default), so the retry comes soon after."""
+    monkeypatch.setenv("SESAME_RETRY_MAX_SECONDS", "2")
     admission = client.AdmissionregistrationV1Api(cluster.api)
     name = f"refuse-status-{namespace}"
     policy = {

@@ -98,11 +98,44 @@ class GitOps:
         return found
 
     def commit(self, message: str, files: Mapping[str, str | Path | None]) -> str:
-        """Commit to the platform repository and ask Flux to fetch it now (as `flux reconcile
-        source git` does); the revision, as Flux names it."""
-        sha = self.platform.commit(message, files)
-        self.request_reconcile(GIT_REPOSITORY, FLUX_NAMESPACE, "platform")
-        return f"main@sha1:{sha}"
+        """Commit to the platform repository and have Flux act on it now, as `flux reconcile
+        kustomization NAME --with-source` does: the source fetches the commit, then every
+        Kustomization is asked to reconcile; the revision, as Flux names it."""
+        revision = f"main@sha1:{self.platform.commit(message, files)}"
+        asked = 0.0
+
+        def fetched() -> bool:
+            nonlocal asked
+            source = self.get(GIT_REPOSITORY, FLUX_NAMESPACE, "platform") or {}
+            if ((source.get("status") or {}).get("artifact") or {}).get("revision") == revision:
+                return True
+            if time.monotonic() - asked > 15:  # again, if a request was handled before the commit
+                self.request_reconcile(GIT_REPOSITORY, FLUX_NAMESPACE, "platform")
+                asked = time.monotonic()
+            return False
+
+        try:
+            eventually(fetched, timeout=90, interval=0.3, what=f"the platform source at {revision}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; {self.said()}") from None
+        self.kubectl(
+            "annotate", "--overwrite", KUSTOMIZATION, "--all", "-n", FLUX_NAMESPACE,
+            f"reconcile.fluxcd.io/requestedAt={time.time_ns()}",
+        )  # fmt: skip
+        return revision
+
+    def said(self) -> str:
+        """What Flux's objects say now (their Ready conditions), for a failure message."""
+        found = []
+        for resource in (GIT_REPOSITORY, KUSTOMIZATION, HELM_RELEASE):
+            listed = json.loads(self.kubectl("get", resource, "-A", "-o", "json", check=False) or "{}")
+            for item in listed.get("items", []):
+                ready = condition(item, "Ready")
+                found.append(
+                    f"{item['kind']} {item['metadata']['name']}: Ready={ready.get('status')} "
+                    f"{ready.get('reason')}: {str(ready.get('message'))[:200]}"
+                )
+        return "Flux says: " + ("; ".join(found) or "no objects")
 
     def request_reconcile(self, resource: str, namespace: str, name: str) -> None:
         self.kubectl(
@@ -146,7 +179,13 @@ class GitOps:
                 raise AssertionError(f"Kustomization {name} at {revision}: {now}; expected {expected}")
             return now if now.startswith(expected) else ""
 
-        return eventually(reached, timeout=timeout, interval=0.3, what=f"Kustomization {name}: {expected}")
+        try:
+            what = f"Kustomization {name}: {expected}"
+            return eventually(reached, timeout=timeout, interval=0.3, what=what)
+        except AssertionError as error:
+            if "timed out" not in str(error):
+                raise
+            raise AssertionError(f"{error}; {self.said()}") from None
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sesame.controller.queue import WorkQueue
 
 A, B = ("ns", "a"), ("ns", "b")
@@ -79,3 +81,20 @@ def test_drop_cancels_a_pending_delayed_add() -> None:
         return len(queue)
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_the_longest_retry_wait_comes_from_the_operators_configuration() -> None:
+    from sesame.config import ConfigError, OperatorConfig
+
+    assert OperatorConfig.from_env({}).retry_max_seconds == 30
+    assert OperatorConfig.from_env({"SESAME_RETRY_MAX_SECONDS": "2"}).retry_max_seconds == 2
+    with pytest.raises(ConfigError, match="SESAME_RETRY_MAX_SECONDS"):
+        OperatorConfig.from_env({"SESAME_RETRY_MAX_SECONDS": "0"})
+
+    async def delays() -> list[float]:
+        queue = WorkQueue(backoff_max=2)
+        found = [queue.retry(A) for _ in range(6)]
+        queue.drop(A)
+        return found
+
+    assert asyncio.run(delays()) == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
