@@ -35,8 +35,9 @@ TIMEOUT = 180.0
 
 def missing(target: Target) -> str:
     """Why this part cannot run on `target`, or ''."""
-    if not (target.kubeconfig.parent / "pids.json").exists():
-        return "needs the project's local cluster (the image is imported into its node)"
+    state = target.kubeconfig.parent
+    if not (state / "pids.json").exists() or not (state / "node" / "node.json").exists():
+        return "needs the project's local cluster with its node (the image is imported into the node)"
     return ""
 
 
