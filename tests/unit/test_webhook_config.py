@@ -382,3 +382,23 @@ def test_namespace_is_filled_from_the_request() -> None:
 
 def test_default_cert_dir_is_absolute() -> None:
     assert os.path.isabs(WebhookOptions().cert_dir)
+
+
+def test_a_pod_asking_for_more_than_256_secrets_is_refused_before_anything_is_read() -> None:
+    import asyncio
+
+    from sesame.webhook.handler import _admit
+
+    many = json.dumps([{"key": f"k{i}"} for i in range(257)])
+    body = _pod(many)
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(_admit(body, "ns", {}, None))  # no index and no API: neither may be reached
+    assert refused.value.code == 400
+    assert (
+        str(refused.value)
+        == "annotation sesame.dev/secrets asks for 257 secrets; at most 256 are allowed per pod"
+    )
+    just = json.dumps([{"key": f"k{i}"} for i in range(256)])
+    with pytest.raises(Refusal) as waiting:  # 256 pass the cap and go on to the Secrets (none here)
+        asyncio.run(_admit(_pod(just), "ns", {}, None))
+    assert "at most 256" not in str(waiting.value)
