@@ -22,14 +22,10 @@ from kubernetes.client.exceptions import ApiException
 from tests.support import leaks
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator
+from tests.support.status import status_of
 from tests.support.tasks import proof, reporting_container, reports
 
 pytestmark = pytest.mark.local_plane  # the webhook is reached on loopback
-
-
-def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = cluster.taskrun(namespace, name).get("status") or {}
-    return status
 
 
 def test_from_reaches_only_secrets_whose_owner_consented(

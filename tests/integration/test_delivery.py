@@ -9,29 +9,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
 from tests.support import leaks
 from tests.support.cluster import TASK_IMAGE, Cluster, eventually
 from tests.support.operator import running_operator
+from tests.support.status import condition, finished, status_of
 from tests.support.tasks import SALT, proof, python, reporting_container, reports
-
-
-def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = cluster.taskrun(namespace, name).get("status") or {}
-    return status
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
-def finished(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
-    return eventually(
-        lambda: (s := status_of(cluster, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
-        timeout=timeout,
-        what=f"TaskRun {name} to finish",
-    )
 
 
 def test_every_delivery_form_reaches_task_code_through_the_kubelet(

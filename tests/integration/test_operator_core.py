@@ -23,30 +23,11 @@ from sesame.kube.rest import JsonApi
 from sesame.requests import parse_requests
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator
+from tests.support.status import condition, reaching, status_of
 from tests.support.tasks import python
 
 QUICK: dict[str, Any] = {"spec": {"containers": [python("main", "print('hi')")]}}
 PARKED: dict[str, Any] = {"spec": {"containers": [python("main", "print('hi')")], **UNSCHEDULED}}
-
-
-def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = cluster.taskrun(namespace, name).get("status") or {}
-    return status
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
-def reaching(
-    cluster: Cluster, namespace: str, name: str, field: str, value: str, timeout: float = 30
-) -> dict[str, Any]:
-    """Wait for `status.<field> == value`; the status then."""
-    return eventually(
-        lambda: (s := status_of(cluster, namespace, name)).get(field) == value and s,
-        timeout=timeout,
-        what=f"TaskRun {name}: status.{field} == {value!r}",
-    )
 
 
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[Any]:

@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -31,17 +30,6 @@ def kubectl_logs(cluster: Cluster, namespace: str, pod: str) -> str:
     assert done.returncode == 0, done.stderr
     leaks.record(f"kubectl logs {namespace}/{pod}", done.stdout)
     return done.stdout
-
-
-def configmap(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        found = cluster.core.read_namespaced_config_map(name, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    result: dict[str, Any] = cluster.api.sanitize_for_serialization(found)
-    return result
 
 
 def test_the_examples_run_in_pods_with_every_delivery_form(
@@ -94,7 +82,7 @@ def test_the_examples_run_in_pods_with_every_delivery_form(
             {"key": "my_union_api_key", "envVar": "UNION_API_KEY"}
         ]
         assert taskrun["status"]["phase"] == "Succeeded"
-        code = configmap(cluster, namespace, name)
+        code = cluster.configmap(namespace, name)
         assert code is not None
         assert code["metadata"]["ownerReferences"] == [
             {
@@ -107,7 +95,7 @@ def test_the_examples_run_in_pods_with_every_delivery_form(
         assert code["data"]["task.py"] == (EXAMPLES / "using_secrets_file.py").read_text()
         cluster.custom.delete_namespaced_custom_object("sesame.dev", "v1alpha1", namespace, "taskruns", name)
         eventually(
-            lambda: configmap(cluster, namespace, name) is None, what="the ConfigMap to go with its TaskRun"
+            lambda: cluster.configmap(namespace, name) is None, what="the ConfigMap to go with its TaskRun"
         )
 
 

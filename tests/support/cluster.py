@@ -122,13 +122,22 @@ class Cluster:
         return result
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_or_none(self.core.read_namespaced_pod, namespace, name)
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_or_none(self.core.read_namespaced_config_map, namespace, name)
+
+    def _read_or_none(
+        self, read: Callable[[str, str], Any], namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object as plain JSON, or None when it does not exist."""
         try:
-            pod = self.core.read_namespaced_pod(name, namespace)
+            found = read(name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        result: dict[str, Any] = self.api.sanitize_for_serialization(pod)
+        result: dict[str, Any] = self.api.sanitize_for_serialization(found)
         return result
 
 
