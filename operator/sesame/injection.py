@@ -306,12 +306,13 @@ def inject(
     # Env vars: per container, one owner per name; the container's own env wins and is a clash
     # (found here, with every other problem, not only once the Secrets exist).
     env_owner: dict[tuple[str, str], str] = {}
+    own_env = {n: {e.get("name"): e for e in (c.get("env") or [])} for n, c in by_name.items()}
     for request in requests:
         name = request.env_var_name
         if name is None:
             continue
         for target in _targets(request, names):
-            own = {e.get("name"): e for e in (by_name[target].get("env") or [])} if target in by_name else {}
+            own = own_env.get(target, {})
             if name in own and own[name] != _env_entries(request):
                 problems.append(
                     Problem(

@@ -7,6 +7,7 @@ same way everywhere (object name, env var, file path, namespace).
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 
 API_GROUP = "sesame.dev"
@@ -152,8 +153,6 @@ def template_problem(template: str, allow_partial: bool = False) -> str | None:
     (see `namespace_for`), so the split is never in doubt. A template that could name a system
     namespace (`kube-…`) is refused.
     """
-    import string
-
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError:
