@@ -79,9 +79,12 @@ def cond(status: dict[str, Any] | None, type_: str) -> tuple[str, str]:
     return found.get("status", ""), found.get("reason", "")
 
 
-def test_every_secret_present_creates_the_pod_and_says_so() -> None:
-    decision = run(taskrun([{"key": "my_secret"}]), stored("my_secret"))
+def test_every_secret_present_creates_the_pod_and_says_so_once_it_is_on_its_way() -> None:
+    tr = taskrun([{"key": "my_secret"}])
+    decision = run(tr, stored("my_secret"))
     assert decision.pod is not None
+    assert decision.status is None  # the pod first; the status follows the pod
+    assert decision.events == []
     env = {e["name"]: e for e in decision.pod["spec"]["containers"][0]["env"]}
     assert env["SESAME_SECRET_MY_SECRET"]["valueFrom"]["secretKeyRef"] == {
         "name": "my-secret",
@@ -90,15 +93,37 @@ def test_every_secret_present_creates_the_pod_and_says_so() -> None:
     }
     owner = decision.pod["metadata"]["ownerReferences"][0]
     assert (owner["uid"], owner["controller"], owner["blockOwnerDeletion"]) == (UID, True, True)
-    status = decision.status
+    made = run(tr, stored("my_secret"), created_uid="pod-uid")  # created, not seen yet
+    assert made.pod is None
+    status = made.status
     assert status is not None
+    assert status["podUID"] == "pod-uid"
     assert (status["phase"], status["reason"], status["podName"]) == ("Pending", "PodPending", "train")
     assert cond(status, "PodCreated") == ("True", "PodCreated")
     assert cond(status, "Succeeded") == ("Unknown", "NotStarted")
     assert cond(status, "Reconciling") == ("True", "PodPending")
     assert cond(status, "Stalled") == ("False", "PodPending")
     assert status["secrets"] == [{"key": "my_secret", "delivery": "env", "envVar": "SESAME_SECRET_MY_SECRET"}]
-    assert [(e.type, e.reason) for e in decision.events] == [("Normal", "PodCreated")]
+    assert [(e.type, e.message) for e in made.events] == [("Normal", "created pod 'train'")]
+    # Seen in the watch, the pod says the same: nothing to write, nothing to tell again.
+    seen = run(taskrun([{"key": "my_secret"}], status), stored("my_secret"), pod("Pending"))
+    assert seen.status is not None
+    assert status_mod.same_status(status, seen.status)
+    assert seen.events == []
+    # Seen before the status was written (the usual order in a burst): the same status and event.
+    first = run(tr, stored("my_secret"), pod("Pending"), created_uid="pod-uid")
+    assert first.status is not None
+    assert status_mod.same_status(status, first.status)
+    assert [e.reason for e in first.events] == ["PodCreated"]
+
+
+def test_until_the_status_records_it_only_the_pod_the_operator_created_counts() -> None:
+    tr = taskrun([{"key": "my_secret"}])
+    swapped = run(tr, stored("my_secret"), pod("Succeeded", uid="swapped-in"), created_uid="pod-uid")
+    assert swapped.forged == ["train"]
+    assert swapped.status is not None
+    assert swapped.status["phase"] == "Pending"
+    assert swapped.status.get("podUID") is None
 
 
 def test_a_missing_secret_holds_the_run_with_the_exact_command() -> None:
@@ -219,7 +244,9 @@ def test_a_pod_gone_before_it_finished_fails_the_run_unless_it_is_on_its_way() -
     assert status is not None
     assert (status["phase"], status["reason"]) == ("Failed", "PodDeleted")
     assert cond(status, "Succeeded") == ("False", "PodDeleted")
-    assert run(tr, stored("my_secret"), pod_expected=True).status is None
+    on_its_way = run(tr, stored("my_secret"), created_uid="pod-uid").status
+    assert on_its_way is not None
+    assert (on_its_way["phase"], on_its_way["reason"]) == ("Pending", "PodPending")
 
 
 def test_a_finished_run_stays_as_it_ended() -> None:
@@ -338,11 +365,9 @@ class World:
         )
         if decision.pod is not None:
             self.pod = pod("Pending")
-        if decision.status is not None:
-            self.taskrun = {
-                **self.taskrun,
-                "status": {**decision.status, **({"podUID": "pod-uid"} if decision.pod else {})},
-            }
+            self.reconcile()  # the new pod's watch-event brings the next pass
+        elif decision.status is not None:
+            self.taskrun = {**self.taskrun, "status": decision.status}
 
 
 @given(OPS)

@@ -29,6 +29,7 @@ from sesame.injection import (
 from sesame.requests import RequestError, SecretRequest, parse_requests
 
 NOT_STARTED = Cond(None, "NotStarted", "the task has not run")
+NOT_STARTED_POD = Cond(None, "NotStarted", "the pod is waiting to start")
 NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
 # Reasons a run can never start for, found in its (immutable) spec: such a run is Failed, yet its
 # message keeps naming every current problem (a Secret arriving removes one from the list).
@@ -54,7 +55,9 @@ class Observed:
     labelled: Sequence[Mapping[str, Any]] = ()  # every pod labelled sesame.dev/taskrun=<name>
     secrets: Inventory = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
-    pod_expected: bool = False  # this operator created the pod and has not seen it yet
+    # The uid of the pod this operator created, until the status records it: the pod is on its way
+    # through the watch (not deleted), and no other pod counts for this run meanwhile.
+    created_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,7 @@ class Event:
 @dataclass(frozen=True)
 class Decision:
     status: dict[str, Any] | None  # None: leave the status alone
-    pod: dict[str, Any] | None = None  # create this pod
-
-    @property
-    def pod_name(self) -> str | None:
-        return str(self.pod["metadata"]["name"]) if self.pod else None
-
+    pod: dict[str, Any] | None = None  # create this pod (its status follows once it is seen)
     events: list[Event] = field(default_factory=list)
     forged: list[str] = field(default_factory=list)  # pods that pretend to be this run's
     problems: list[Problem] = field(default_factory=list)
@@ -202,8 +200,8 @@ def _from_pod(
         reason, message = "Running", "the task is running"
         succeeded = Cond(None, reason, message)
     else:
-        reason, message = "PodPending", "the pod is waiting to start"
-        succeeded = Cond(None, "NotStarted", message)
+        reason, message = "PodPending", NOT_STARTED_POD.message
+        succeeded = NOT_STARTED_POD
     return Situation(
         phase=phase,
         reason=reason,
@@ -245,15 +243,30 @@ def _held(problems: Sequence[Problem], namespace_refused: bool) -> Situation:
     )
 
 
+def _created(name: str, uid: str, requests: Sequence[SecretRequest]) -> Situation:
+    """A pod this operator created and its watch has not shown yet."""
+    return Situation(
+        "Pending",
+        "PodPending",
+        "the pod is waiting to start",
+        Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
+        Cond(True, "PodCreated", f"pod {name!r} created"),
+        NOT_STARTED_POD,
+        pod_name=name,
+        pod_uid=uid,
+        deliveries=[d.to_status() for d in deliveries(requests)],
+    )
+
+
 def _pod_missing(ready: Cond, why: str, message: str) -> Situation:
     return Situation("Pending", why, message, ready, Cond(False, why, message), NOT_STARTED)
 
 
-def events_between(previous: Mapping[str, Any], new: Mapping[str, Any], created: str | None) -> list[Event]:
+def events_between(previous: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
     """What a person watching `kubectl get events` should hear: each change, once."""
     events = []
-    if created:
-        events.append(Event("Normal", "PodCreated", f"created pod {created!r}"))
+    if new.get("podUID") and new.get("podUID") != previous.get("podUID"):
+        events.append(Event("Normal", "PodCreated", f"created pod {new.get('podName')!r}"))
     old_ready = st.condition_of(previous, st.SECRETS_READY)
     new_ready = st.condition_of(new, st.SECRETS_READY)
     if (
@@ -288,9 +301,13 @@ def events_between(previous: Mapping[str, Any], new: Mapping[str, Any], created:
     return events
 
 
-def _forged(taskrun: Mapping[str, Any], labelled: Sequence[Mapping[str, Any]]) -> list[str]:
+def _forged(
+    taskrun: Mapping[str, Any], labelled: Sequence[Mapping[str, Any]], created_uid: str | None
+) -> list[str]:
     """Pods that carry this run's label but are not its pod (another name, owner or uid)."""
-    return sorted(str(pod["metadata"]["name"]) for pod in labelled if not is_run_pod(pod, taskrun))
+    return sorted(
+        str(pod["metadata"]["name"]) for pod in labelled if not is_run_pod(pod, taskrun, created_uid)
+    )
 
 
 def decide(observed: Observed, at: str) -> Decision:
@@ -302,7 +319,7 @@ def decide(observed: Observed, at: str) -> Decision:
     previous: Mapping[str, Any] = taskrun.get("status") or {}
     if meta.get("deletionTimestamp"):
         return Decision(status=None)
-    forged = _forged(taskrun, observed.labelled)
+    forged = _forged(taskrun, observed.labelled, observed.created_uid)
     if (
         previous.get("phase") in st.TERMINAL_PHASES
         and previous.get("observedGeneration") == generation
@@ -313,11 +330,9 @@ def decide(observed: Observed, at: str) -> Decision:
     requests, spec_problems = _spec_problems(taskrun, observed.policy)
     namespace_refused = namespace in observed.policy.refused_namespaces
     pod = observed.pod
-    created: str | None = None
-    new_pod: dict[str, Any] | None = None
     problems: list[Problem] = []
 
-    if pod is not None and is_run_pod(pod, taskrun):
+    if pod is not None and is_run_pod(pod, taskrun, observed.created_uid):
         problems = check_inventory(requests, observed.secrets, namespace)
         kubelet = kubelet_secret_problem(pod, namespace)
         if kubelet and not any(p.secret == kubelet.secret for p in problems):
@@ -343,7 +358,9 @@ def decide(observed: Observed, at: str) -> Decision:
                 "TaskRun; delete that pod or rename the TaskRun"
             )
             situation = _pod_missing(ready, "PodNameTaken", message)
-    elif previous.get("podName") == name and not observed.pod_expected:
+    elif observed.created_uid:  # created, not seen yet: on its way through the watch
+        situation = _created(name, observed.created_uid, requests)
+    elif previous.get("podName") == name:
         message = f"pod {name!r} was deleted before it finished"
         situation = Situation(
             "Failed",
@@ -355,34 +372,17 @@ def decide(observed: Observed, at: str) -> Decision:
             pod_name=name,
             deliveries=previous.get("secrets") or (),
         )
-    elif observed.pod_expected:
-        return Decision(status=None, forged=forged)  # our create is on its way through the watch
     else:
         problems = list(spec_problems)
         if not namespace_refused and not any(p.reason is Reason.INVALID_REQUEST for p in spec_problems):
             result = inject(pod_spec_of(taskrun), requests, observed.secrets, namespace)
             problems += result.problems
             if not problems and result.pod_spec is not None:
+                # The pod first; the status says so once the pod is seen (or known to be on its
+                # way), so a burst of new runs gets its pods before anyone's status.
                 new_pod = build_pod(taskrun, result.pod_spec, result.deliveries)
-                created = name
-                situation = Situation(
-                    "Pending",
-                    "PodPending",
-                    "the pod is waiting to start",
-                    Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
-                    Cond(True, "PodCreated", f"pod {name!r} created"),
-                    Cond(None, "NotStarted", "the pod is waiting to start"),
-                    pod_name=name,
-                    deliveries=[d.to_status() for d in result.deliveries],
-                )
-        if new_pod is None:
-            situation = _held(problems, namespace_refused)
+                return Decision(status=None, pod=new_pod, forged=forged)
+        situation = _held(problems, namespace_refused)
 
     status = st.build(previous, situation, generation, at)
-    return Decision(
-        status=status,
-        pod=new_pod,
-        events=events_between(previous, status, created),
-        forged=forged,
-        problems=problems,
-    )
+    return Decision(status=status, events=events_between(previous, status), forged=forged, problems=problems)

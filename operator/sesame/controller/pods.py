@@ -65,14 +65,14 @@ def controlled_by(pod: Mapping[str, Any], uid: str) -> bool:
     return owner is not None and owner.get("uid") == uid
 
 
-def is_run_pod(pod: Mapping[str, Any], taskrun: Mapping[str, Any]) -> bool:
+def is_run_pod(pod: Mapping[str, Any], taskrun: Mapping[str, Any], created_uid: str | None = None) -> bool:
     """Whether `pod` is this TaskRun's one pod: named after it, controlled by it with
     `blockOwnerDeletion` (which, with the OwnerReferencesPermissionEnforcement admission plugin, only
     those who may update the TaskRun's finalizers can set — the operator, not a tenant), and the very
-    pod the status recorded once it existed."""
+    pod the status recorded (or the operator created, until the status records it)."""
     meta, pod_meta = taskrun["metadata"], pod.get("metadata") or {}
     owner = owner_of(pod) or {}
-    recorded = (taskrun.get("status") or {}).get("podUID")
+    recorded = (taskrun.get("status") or {}).get("podUID") or created_uid
     return (
         pod_meta.get("name") == meta["name"]
         and owner.get("kind") == "TaskRun"

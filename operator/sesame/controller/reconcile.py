@@ -80,8 +80,9 @@ class Controller:
     policy: Policy = field(default_factory=Policy)
     queue: WorkQueue = field(default_factory=WorkQueue)
     indexes: Indexes | None = None
-    # Pods this process created and has not seen in its watch yet: TaskRun key -> (uid, deadline).
-    expected: dict[Key, tuple[str, float]] = field(default_factory=dict)
+    # Pods this process created and the status does not record yet:
+    # TaskRun key -> (TaskRun uid, pod uid, deadline).
+    expected: dict[Key, tuple[str, str, float]] = field(default_factory=dict)
     # The last status this process wrote, with the resourceVersion it was computed from: until
     # the watch delivers the write, the index still holds the older status.
     written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -142,22 +143,27 @@ class Controller:
                 del self.written[key]
         labelled = list(self.indexes.pods.get(key, ()))
         pod = next((p for p in labelled if p["metadata"]["name"] == key[1]), None)
-        uid = taskrun["metadata"]["uid"]
-        expected = self.expected.get(key)
-        if expected and (expected[0] != uid or expected[1] < time.monotonic()):
-            del self.expected[key]
-            expected = None
-        if expected and pod is not None:
-            del self.expected[key]  # seen: the watch is the truth from now on
-            expected = None
+        created_uid = self._created_uid(key, taskrun)
         return Observed(
             taskrun=taskrun,
             pod=pod,
             labelled=labelled,
             secrets=inventory_of(self.indexes.secrets, key[0]),
             policy=self.policy,
-            pod_expected=expected is not None,
+            created_uid=created_uid,
         )
+
+    def _created_uid(self, key: Key, taskrun: Mapping[str, Any]) -> str | None:
+        """The pod this process created for the run, until its status records it (or too long)."""
+        expected = self.expected.get(key)
+        if expected is None:
+            return None
+        run_uid, pod_uid, deadline = expected
+        recorded = (taskrun.get("status") or {}).get("podUID")
+        if run_uid != taskrun["metadata"]["uid"] or recorded == pod_uid or deadline < time.monotonic():
+            del self.expected[key]
+            return None
+        return pod_uid
 
     # --- one pass --------------------------------------------------------------------------
 
@@ -183,9 +189,8 @@ class Controller:
         status, events = decision.status, decision.events
         if decision.pod is not None:
             status = await self._create_pod(key, observed, decision)
-            if status.get("reason") != (decision.status or {}).get("reason"):
-                # The pod was refused or the name is held: say that, not "created".
-                events = events_between(observed.taskrun.get("status") or {}, status, None)
+            if status is not None:  # refused, or the name is held: say that
+                events = events_between(observed.taskrun.get("status") or {}, status)
         if status is None:
             return
         await self._write_status(key, observed, status)
@@ -193,10 +198,11 @@ class Controller:
         for event in events:
             await self._post_event(observed.taskrun, event)
 
-    async def _create_pod(self, key: Key, observed: Observed, decision: Decision) -> dict[str, Any]:
-        """Create the pod; the status to write: the decided one with the pod's uid, or why not."""
+    async def _create_pod(self, key: Key, observed: Observed, decision: Decision) -> dict[str, Any] | None:
+        """Create the pod. None when made: the key goes to the back of the queue, and its next
+        pass writes the status (so in a burst every waiting run gets its pod before anyone's
+        status is written). Otherwise the status that says why there is no pod."""
         assert decision.pod is not None
-        assert decision.status is not None
         taskrun = observed.taskrun
         try:
             created = await self._call(self.api.request, "POST", pods_path(key[0]), decision.pod)
@@ -211,12 +217,14 @@ class Controller:
                     Observed(taskrun, existing, [existing], observed.secrets, observed.policy), st.now()
                 )
                 self.queue.add_after(key, FOREIGN_POD_RECHECK)
-                return again.status or decision.status
+                return again.status
             return self._refused(key, observed, error)
         uid = str((created.get("metadata") or {}).get("uid") or "")
-        self.expected[key] = (taskrun["metadata"]["uid"], time.monotonic() + EXPECTATION_SECONDS)
+        deadline = time.monotonic() + EXPECTATION_SECONDS
+        self.expected[key] = (taskrun["metadata"]["uid"], uid, deadline)
         metrics.observe_pod_created(taskrun["metadata"].get("creationTimestamp"))
-        return {**decision.status, "podUID": uid} if uid else decision.status
+        self.queue.add(key)
+        return None
 
     async def _read_pod(self, key: Key) -> dict[str, Any] | None:
         try:
