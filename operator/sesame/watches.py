@@ -89,8 +89,14 @@ async def secret_refs(
 
 
 @kopf.on.event(*TASKRUN)
-async def taskrun_event(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    controller_of(memo).queue.add((namespace or "", name))
+async def taskrun_event(
+    type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    controller = controller_of(memo)
+    key = (namespace or "", name)
+    if type == "MODIFIED" and controller.is_own_echo(key, body):
+        return
+    controller.queue.add(key)
 
 
 @kopf.on.event("", "v1", "pods")

@@ -120,6 +120,20 @@ def test_missing_data_key_in_an_opted_in_secret(cluster: Cluster, namespace: str
     assert cluster.pod(namespace, "tr") is not None
 
 
+def test_a_status_written_by_someone_else_is_put_right(cluster: Cluster, namespace: str) -> None:
+    """The operator skips only the watch-event of its own status write; anyone else's is checked."""
+    with running_operator([namespace]):
+        cluster.create_taskrun(namespace, "edited", {"secrets": [{"key": "api_token"}], "template": PARKED})
+        truth = reaching(cluster, namespace, "edited", "reason", "SecretNotFound")
+        lie = {"phase": "Pending", "reason": "PodPending", "message": "every requested secret exists"}
+        cluster.custom.patch_namespaced_custom_object_status(
+            "sesame.dev", "v1alpha1", namespace, "taskruns", "edited", {"status": lie}
+        )
+        restored = reaching(cluster, namespace, "edited", "reason", "SecretNotFound")
+    assert restored["message"] == truth["message"]
+    assert condition(restored, "SecretsReady")["reason"] == "SecretNotFound"
+
+
 @pytest.mark.parametrize(
     ("secrets", "env", "fragment"),
     [

@@ -205,7 +205,7 @@ class Controller:
         assert decision.pod is not None
         taskrun = observed.taskrun
         try:
-            created = await self._call(self.api.request, "POST", pods_path(key[0]), decision.pod)
+            created = await self._call(self.api.create, pods_path(key[0]), decision.pod)
         except ApiException as error:
             if error.status == 409:
                 # Not in our watch, yet it exists: a pod without Sesame's label holds the name
@@ -219,7 +219,7 @@ class Controller:
                 self.queue.add_after(key, FOREIGN_POD_RECHECK)
                 return again.status
             return self._refused(key, observed, error)
-        uid = str((created.get("metadata") or {}).get("uid") or "")
+        uid = str(created.get("uid") or "")
         deadline = time.monotonic() + EXPECTATION_SECONDS
         self.expected[key] = (taskrun["metadata"]["uid"], uid, deadline)
         metrics.observe_pod_created(taskrun["metadata"].get("creationTimestamp"))
@@ -355,6 +355,23 @@ class Controller:
                 "(another name, owner or uid); it is ignored and never counts for this run"
             )
             await self._post_event(observed.taskrun, Event("Warning", "ForgedPodIgnored", message))
+
+    def is_own_echo(self, key: Key, taskrun: Mapping[str, Any]) -> bool:
+        """Whether a TaskRun's watch-event only brings back the status this process wrote last
+        (same generation, not being deleted): it holds nothing a reconcile has not seen. Pods and
+        Secrets have watch-events of their own."""
+        written = self.written.get(key)
+        if written is None:
+            return False
+        meta, status = taskrun["metadata"], taskrun.get("status") or {}
+        if (
+            meta.get("deletionTimestamp")
+            or status.get("observedGeneration") != meta.get("generation")
+            or not st.same_status(written[1], status)
+        ):
+            return False
+        del self.written[key]  # the index holds it now
+        return True
 
     def forget(self, key: Key) -> None:
         self.queue.drop(key)
