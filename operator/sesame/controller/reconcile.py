@@ -3,9 +3,10 @@
 The workers take keys from the work queue (sesame.controller.queue), one worker per key at a
 time. A reconcile never replays an earlier state: it reads the TaskRun, its pods and the
 namespace's Secrets from the watch indexes as they are at that moment, lets `decide` say what the
-world should look like, and makes at most three writes — the pod, the status (only when it
-differs), the events. Any failure puts the key back with backoff; the retry reads afresh.
-"""
+world should look like, and writes either the pod — then the key goes to the back of the queue and
+its next pass records the pod in the status, so a burst of new runs gets its pods before anyone's
+status — or the status (only when it differs) and its events. Any failure puts the key back with
+backoff; the retry reads afresh."""
 
 from __future__ import annotations
 
@@ -286,6 +287,9 @@ class Controller:
                 return  # deleted meanwhile: nothing to tell
             raise
         self.written[key] = (str(observed.taskrun["metadata"].get("resourceVersion")), status)
+        expected = self.expected.get(key)
+        if expected is not None and expected[1] == status.get("podUID"):
+            del self.expected[key]  # recorded: the status names the pod from now on
 
     def _count(self, key: Key, observed: Observed, status: Mapping[str, Any], decision: Decision) -> None:
         previous = observed.taskrun.get("status") or {}
