@@ -29,7 +29,6 @@ from sesame.injection import (
 from sesame.requests import RequestError, SecretRequest, parse_requests
 
 NOT_STARTED = Cond(None, "NotStarted", "the task has not run")
-NOT_STARTED_POD = Cond(None, "NotStarted", "the pod is waiting to start")
 NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
 # Reasons a run can never start for, found in its (immutable) spec: such a run is Failed, yet its
 # message keeps naming every current problem (a Secret arriving removes one from the list).
@@ -167,7 +166,7 @@ def _failure(pod: Mapping[str, Any]) -> tuple[str, str]:
 
 def _secrets_ready(problems: Sequence[Problem]) -> Cond:
     if not problems:
-        return Cond(True, "SecretsFound", st.ALL_SECRETS_READY)
+        return st.SECRETS_FOUND
     return Cond(False, problems[0].reason.value, summarize(problems))
 
 
@@ -184,11 +183,11 @@ def _from_pod(
     if phase == "Succeeded":
         reason, message = "Completed", "the task completed"
         succeeded = Cond(True, reason, message)
-        ready = Cond(True, "SecretsFound", st.ALL_SECRETS_READY)
+        ready = st.SECRETS_FOUND
     elif phase == "Failed":
         reason, message = _failure(pod)
         succeeded = Cond(False, reason, message)
-        ready = Cond(True, "SecretsFound", st.ALL_SECRETS_READY)
+        ready = st.SECRETS_FOUND
     elif secret_problems:
         reason = ready.reason
         holds = (
@@ -200,8 +199,8 @@ def _from_pod(
         reason, message = "Running", "the task is running"
         succeeded = Cond(None, reason, message)
     else:
-        reason, message = "PodPending", NOT_STARTED_POD.message
-        succeeded = NOT_STARTED_POD
+        reason, message = "PodPending", "the pod is waiting to start"
+        succeeded = Cond(None, "NotStarted", message)
     return Situation(
         phase=phase,
         reason=reason,
@@ -244,18 +243,9 @@ def _held(problems: Sequence[Problem], namespace_refused: bool) -> Situation:
 
 
 def _created(name: str, uid: str, requests: Sequence[SecretRequest]) -> Situation:
-    """A pod this operator created and its watch has not shown yet."""
-    return Situation(
-        "Pending",
-        "PodPending",
-        "the pod is waiting to start",
-        Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
-        Cond(True, "PodCreated", f"pod {name!r} created"),
-        NOT_STARTED_POD,
-        pod_name=name,
-        pod_uid=uid,
-        deliveries=[d.to_status() for d in deliveries(requests)],
-    )
+    """A pod this operator created and its watch has not shown yet: said as the pod will be once
+    seen (Pending, as every pod starts), so seeing it changes nothing."""
+    return _from_pod({"metadata": {"name": name, "uid": uid}, "status": {"phase": "Pending"}}, requests, [])
 
 
 def _pod_missing(ready: Cond, why: str, message: str) -> Situation:
@@ -366,7 +356,7 @@ def decide(observed: Observed, at: str) -> Decision:
             "Failed",
             "PodDeleted",
             message,
-            Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
+            st.SECRETS_FOUND,
             Cond(False, "PodDeleted", message),
             Cond(False, "PodDeleted", message),
             pod_name=name,

@@ -155,13 +155,13 @@ class Controller:
         )
 
     def _created_uid(self, key: Key, taskrun: Mapping[str, Any]) -> str | None:
-        """The pod this process created for the run, until its status records it (or too long)."""
+        """The pod this process created for the run, until its status records it (`_write_status`
+        ends the expectation then) or for too long."""
         expected = self.expected.get(key)
         if expected is None:
             return None
         run_uid, pod_uid, deadline = expected
-        recorded = (taskrun.get("status") or {}).get("podUID")
-        if run_uid != taskrun["metadata"]["uid"] or recorded == pod_uid or deadline < time.monotonic():
+        if run_uid != taskrun["metadata"]["uid"] or deadline < time.monotonic():
             del self.expected[key]
             return None
         return pod_uid
@@ -266,7 +266,7 @@ class Controller:
             "Failed" if for_good else "Pending",
             reason,
             shown,
-            st.Cond(True, "SecretsFound", st.ALL_SECRETS_READY),
+            st.SECRETS_FOUND,
             st.Cond(False, reason, message),
             succeeded,
         )
@@ -276,17 +276,16 @@ class Controller:
 
     async def _write_status(self, key: Key, observed: Observed, status: dict[str, Any]) -> None:
         previous = observed.taskrun.get("status") or {}
-        if st.same_status(previous, status):
-            return
-        # A merge patch keeps fields it does not mention: name the ones that went away.
-        patch = {**{k: None for k in previous if k not in status}, **status}
-        try:
-            await self._call(self.api.merge_patch, taskruns_path(*key) + "/status", {"status": patch})
-        except ApiException as error:
-            if error.status == 404:
-                return  # deleted meanwhile: nothing to tell
-            raise
-        self.written[key] = (str(observed.taskrun["metadata"].get("resourceVersion")), status)
+        if not st.same_status(previous, status):
+            # A merge patch keeps fields it does not mention: name the ones that went away.
+            patch = {**{k: None for k in previous if k not in status}, **status}
+            try:
+                await self._call(self.api.merge_patch, taskruns_path(*key) + "/status", {"status": patch})
+            except ApiException as error:
+                if error.status == 404:
+                    return  # deleted meanwhile: nothing to tell
+                raise
+            self.written[key] = (str(observed.taskrun["metadata"].get("resourceVersion")), status)
         expected = self.expected.get(key)
         if expected is not None and expected[1] == status.get("podUID"):
             del self.expected[key]  # recorded: the status names the pod from now on

@@ -43,6 +43,9 @@ class Cond:
     message: str
 
 
+SECRETS_FOUND = Cond(True, "SecretsFound", ALL_SECRETS_READY)
+
+
 def condition(
     previous: Mapping[str, Any] | None, type_: str, value: Cond, generation: int, at: str
 ) -> dict[str, Any]:

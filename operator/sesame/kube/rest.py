@@ -126,5 +126,7 @@ class JsonApi:
 
     @staticmethod
     def _metadata(data: bytes) -> dict[str, Any]:
-        metadata: dict[str, Any] = json.loads(data).get("metadata") or {} if data else {}
+        if not data:
+            return {}
+        metadata: dict[str, Any] = json.loads(data).get("metadata") or {}
         return metadata
