@@ -26,8 +26,6 @@ import contextlib
 import io
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -998,16 +996,9 @@ def test_generated_cli_inputs(cluster: Cluster, namespace: str, canary: str, tmp
         code, out, err = cli("create", "secret", f"--namespace={namespace}", "-f", path, "file_case")
         assert code == want, (path, code, err)
         clear_error(out, err)
-        argv = ["create", "secret", f"--namespace={namespace}", "-f", path, "file_case"]
-        result = subprocess.run(
-            [sys.executable, "-m", "sesame", *argv],
-            env=cluster.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = cluster.sesame("create", "secret", f"--namespace={namespace}", "-f", path, "file_case")
         assert result.returncode == want, result
-        clear_error(result.stdout, result.stderr)
+        clear_error(result.stdout.decode(), result.stderr.decode())
     report(
         "CLI inputs",
         keys=keys,

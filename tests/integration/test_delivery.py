@@ -7,9 +7,6 @@ test compares with what it planted; no value is ever printed.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from tests.support import leaks
 from tests.support.cluster import TASK_IMAGE, Cluster, eventually
 from tests.support.operator import running_operator
@@ -132,15 +129,8 @@ def test_a_cli_update_reaches_a_running_pods_file_and_the_env_keeps_its_start_va
             lambda: "STARTED" in _log(cluster, namespace, "rotate"), timeout=60, what="the task to start"
         )
         for key in ("token", "token_file"):
-            result = subprocess.run(
-                [sys.executable, "-m", "sesame", "update", "secret", "--namespace", namespace, key],
-                input=new.encode(),
-                capture_output=True,
-                env=cluster.env(),
-                check=False,
-            )
+            result = cluster.sesame("update", "secret", "--namespace", namespace, key, stdin=new.encode())
             assert result.returncode == 0, result.stderr
-            leaks.record("cli update", (result.stdout + result.stderr).decode())
         status = finished(cluster, namespace, "rotate", timeout=150)
     assert status["phase"] == "Succeeded", status
     line = next(line for line in _log(cluster, namespace, "rotate").splitlines() if line.startswith("FILE"))

@@ -11,8 +11,6 @@ keeps the value it started with. These tests assert the pod spec that makes thos
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,17 +33,10 @@ def report(what: str, **figures: Any) -> None:
     print(f"\n[large] {what}: {shown}")
 
 
-def sesame(cluster: Cluster, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    """The CLI as users run it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "sesame", *argv],
-        env=cluster.env(),
-        input=stdin,
-        capture_output=True,
-        timeout=60,
-    )
+def sesame(cluster: Cluster, *argv: str, stdin: bytes = b"") -> None:
+    """The CLI as users run it; it must succeed."""
+    result = cluster.sesame(*argv, stdin=stdin)
     assert result.returncode == 0, result.stderr.decode()
-    return result
 
 
 def done(cluster: Cluster, namespace: str, count: int) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +82,17 @@ class Cluster:
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin_dir}:{os.environ['PATH']}",
         }
+
+    def sesame(self, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        """The CLI as users run it, in its own process (the leak canary records what it prints)."""
+        return subprocess.run(
+            [sys.executable, "-m", "sesame", *argv],
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
     def kubectl(self) -> str:
         return str(self.bin_dir / "kubectl")
