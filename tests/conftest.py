@@ -8,9 +8,7 @@ with the component's log tail.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
 import tempfile
 import uuid
@@ -24,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
+from localcluster import free_port  # noqa: E402
 from tests.support import leaks  # noqa: E402
 from tests.support.cluster import Cluster, start_cluster  # noqa: E402
 
@@ -112,12 +111,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # --- the admission webhook in local mode, for the tests that need one ------------------------
 
 
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def webhook(
     cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -127,7 +120,7 @@ def webhook(
 
     name = f"sesame-test-{namespace}"
     monkeypatch.setenv("SESAME_WEBHOOK", "local")
-    monkeypatch.setenv("SESAME_WEBHOOK_PORT", str(_free_port()))
+    monkeypatch.setenv("SESAME_WEBHOOK_PORT", str(free_port()))
     monkeypatch.setenv("SESAME_WEBHOOK_CERT_DIR", str(tmp_path / "certs"))
     monkeypatch.setenv("SESAME_WEBHOOK_CONFIG_NAME", name)
     monkeypatch.setenv("SESAME_WEBHOOK_NAMESPACES", namespace)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,6 +39,7 @@ from hypothesis import strategies as st
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from localcluster import free_port
 from sesame.cli.errors import ExitCode
 from sesame.cli.main import main as cli_main
 from sesame.requests import RequestError, parse_requests
@@ -740,12 +740,6 @@ def test_generated_taskrun_specs(cluster: Cluster, namespace: str, canary: str, 
 
 
 # --- pod annotations through the webhook ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 ANNOTATION = st.one_of(

@@ -23,6 +23,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from localcluster import free_port
 from sesame import naming
 from sesame.cli.errors import ExitCode
 from tests.support import leaks
@@ -670,13 +671,6 @@ def kubeconfig_with(
             entry["context"]["user"] = "token-user"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_cluster_unreachable(cli: Cli, cluster: Cluster, tmp_path: Path) -> None:

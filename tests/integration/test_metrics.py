@@ -4,15 +4,14 @@ endpoint, metrics port, JSON logs — are proven in-cluster by tests/integration
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
 import urllib.error
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from localcluster import free_port
 from tests.support.cluster import UNSCHEDULED, Cluster, eventually
 from tests.support.operator import running_operator
 from tests.support.tasks import python
@@ -39,12 +38,6 @@ LABEL_VALUES = {
     "le": re.compile(r"[0-9.e+-]+|\+Inf"),
 }
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def fetch(url: str) -> str | None:
